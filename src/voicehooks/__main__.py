@@ -1,0 +1,3 @@
+from voicehooks.cli import app
+
+app()

@@ -1,0 +1,67 @@
+"""The FastAPI application: routers, error shape, body limits, request logs, metrics."""
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+import voicehooks
+from voicehooks.api import health
+from voicehooks.api.body_limit import BodyLimitMiddleware
+from voicehooks.api.problems import install_problem_handlers
+from voicehooks.config import Settings
+import functools
+
+from voicehooks.db.engine import create_engine, create_sessionmaker, raw_connection
+from voicehooks.deliveries.endpoints import router as deliveries_router
+from voicehooks.ingestion.endpoints import router as ingestion_router
+from voicehooks.observability.logging import RequestLogMiddleware
+from voicehooks.observability.metrics import counters, render_metrics
+from voicehooks.subscriptions.endpoints import router as subscriptions_router
+
+
+def create_app(settings: Settings, database_url: str) -> FastAPI:
+    engine = create_engine(database_url)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        flusher = asyncio.create_task(
+            counters.flush_forever(functools.partial(raw_connection, engine))
+        )
+        try:
+            yield
+        finally:
+            flusher.cancel()
+            with contextlib.suppress(Exception):
+                async with raw_connection(engine) as connection:
+                    await counters.flush(connection)
+            await engine.dispose()
+
+    app = FastAPI(
+        title="voicehooks",
+        version=voicehooks.__version__,
+        description="Webhook subscriptions for voice call life-cycle events "
+        "(Bird Channels compatible).",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessionmaker = create_sessionmaker(engine)
+    install_problem_handlers(app)
+    app.add_middleware(BodyLimitMiddleware)
+    app.add_middleware(RequestLogMiddleware)
+    app.include_router(health.router)
+    app.include_router(subscriptions_router)
+    app.include_router(deliveries_router)
+    app.include_router(ingestion_router)
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    async def metrics(request: Request) -> Response:
+        return Response(
+            await render_metrics(request.app.state.engine), media_type=CONTENT_TYPE_LATEST
+        )
+
+    return app

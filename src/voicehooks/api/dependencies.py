@@ -1,0 +1,83 @@
+"""Request-scoped dependencies: settings, the database session (committed here, once), auth."""
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from voicehooks.api.problems import NotFound, ProblemError
+from voicehooks.config import Settings
+from voicehooks.tenancy.service import organization_for_key, workspace_in_organization
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+async def _session(request: Request) -> AsyncIterator[AsyncSession]:
+    """The request's unit of work: committed after the endpoint returns, before the response."""
+    async with request.app.state.sessionmaker() as session:
+        try:
+            yield session
+        except BaseException:
+            await session.rollback()
+            raise
+        await session.commit()
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+SessionDep = Annotated[AsyncSession, Depends(_session, scope="function")]
+
+_access_key_header = APIKeyHeader(
+    name="Authorization",
+    scheme_name="AccessKey",
+    description="`AccessKey <key>`, as printed by `voicehooks bootstrap`.",
+    auto_error=False,
+)
+
+
+class Unauthorized(ProblemError):
+    def __init__(self) -> None:
+        super().__init__(401, "missing or invalid access key")
+
+
+def parse_id(raw: str) -> uuid.UUID:
+    """Ids in paths: anything that is not a UUID names nothing, so it is a 404."""
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise NotFound() from None
+
+
+@dataclass(frozen=True)
+class WorkspaceScope:
+    organization_id: uuid.UUID
+    workspace_id: uuid.UUID
+
+
+async def workspace_scope(
+    organizationId: str,  # noqa: N803 - the path parameter's public name
+    workspaceId: str,  # noqa: N803
+    session: SessionDep,
+    authorization: Annotated[str | None, Security(_access_key_header)] = None,
+) -> WorkspaceScope:
+    scheme, _, key = (authorization or "").partition(" ")
+    if scheme.lower() != "accesskey" or not key.strip():
+        raise Unauthorized()
+    organization_id = await organization_for_key(session, key.strip())
+    if organization_id is None:
+        raise Unauthorized()
+    if parse_id(organizationId) != organization_id:
+        raise NotFound()
+    workspace_id = parse_id(workspaceId)
+    if not await workspace_in_organization(session, organization_id, workspace_id):
+        raise NotFound()
+    return WorkspaceScope(organization_id, workspace_id)
+
+
+ScopeDep = Annotated[WorkspaceScope, Depends(workspace_scope)]

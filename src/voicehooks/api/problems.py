@@ -1,0 +1,147 @@
+"""RFC 9457 problem details: the one shape of every error the API answers."""
+
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_JSON = "application/problem+json"
+
+_TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    500: "Internal Server Error",
+}
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class Problem(BaseModel):
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    errors: list[FieldError] | None = None
+
+
+class ProblemError(Exception):
+    """Raised anywhere below the endpoints; becomes a problem+json answer."""
+
+    def __init__(
+        self, status: int, detail: str, *, errors: Sequence[FieldError] | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.errors = list(errors) if errors is not None else None
+
+
+class NotFound(ProblemError):
+    def __init__(self, detail: str = "not found") -> None:
+        super().__init__(404, detail)
+
+
+class Conflict(ProblemError):
+    def __init__(self, detail: str) -> None:
+        super().__init__(409, detail)
+
+
+class InvalidInput(ProblemError):
+    def __init__(self, errors: Sequence[FieldError], detail: str = "validation failed") -> None:
+        super().__init__(422, detail, errors=errors)
+
+
+def invalid_field(field: str, message: str) -> InvalidInput:
+    return InvalidInput([FieldError(field=field, message=message)])
+
+
+def problem_response(
+    status: int,
+    detail: str | None,
+    *,
+    errors: Sequence[FieldError] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    problem = Problem(
+        title=_TITLES.get(status, "Error"),
+        status=status,
+        detail=detail,
+        errors=list(errors) if errors is not None else None,
+    )
+    return JSONResponse(
+        problem.model_dump(exclude_none=True),
+        status_code=status,
+        media_type=PROBLEM_JSON,
+        headers=headers,
+    )
+
+
+def field_path(location: Sequence[int | str]) -> str:
+    """("body", "eventFilters", 1, "value") → "eventFilters[1].value"."""
+    parts = list(location)
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        parts = parts[1:]
+    path = ""
+    for part in parts:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path or "body"
+
+
+def _validation_errors(exc: RequestValidationError) -> list[FieldError]:
+    errors = []
+    for error in exc.errors():
+        location: list[Any] = [part for part in error.get("loc", ()) if not _is_union_tag(part)]
+        errors.append(FieldError(field=field_path(location), message=str(error.get("msg"))))
+    return errors
+
+
+def _is_union_tag(part: object) -> bool:
+    # pydantic adds the tried type's name ("function-after[...]", "str") inside unions.
+    return isinstance(part, str) and ("[" in part or part in {"str", "int", "float", "bool"})
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    async def on_problem(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ProblemError)
+        return problem_response(exc.status, exc.detail, errors=exc.errors)
+
+    async def on_validation(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        if any(error.get("type") == "json_invalid" for error in exc.errors()):
+            return problem_response(400, "the body is not valid JSON")
+        return problem_response(422, "validation failed", errors=_validation_errors(exc))
+
+    async def on_http(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        detail = exc.detail if isinstance(exc.detail, str) else None
+        return problem_response(exc.status_code, detail, headers=exc.headers)
+
+    async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+        return problem_response(500, "internal error")
+
+    app.add_exception_handler(ProblemError, on_problem)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(Exception, on_unexpected)
+
+
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": Problem, "description": _TITLES[status], "content": {PROBLEM_JSON: {}}}
+    for status in (400, 401, 404, 413, 422)
+}

@@ -1,0 +1,155 @@
+"""The `voicehooks` command: serve, api, worker, migrate, bootstrap."""
+
+import asyncio
+import contextlib
+import json
+import signal
+from collections.abc import Iterator
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from voicehooks.config import Settings
+from voicehooks.db.embedded import embedded_postgres
+from voicehooks.observability.logging import configure_logging
+
+app = typer.Typer(
+    help="Webhook subscriptions for voice call life-cycle events.", no_args_is_help=True
+)
+
+Host = Annotated[str, typer.Option(help="Interface to listen on.")]
+Port = Annotated[int, typer.Option(help="Port to listen on.")]
+
+
+@contextlib.contextmanager
+def _database(settings: Settings) -> Iterator[str]:
+    """VOICEHOOKS_DATABASE_URL, or an embedded PostgreSQL when it is unset."""
+    if settings.database_url is not None:
+        yield settings.database_url.get_secret_value()
+        return
+    with embedded_postgres(settings.data_dir) as url:
+        yield url
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the command decides how to stop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def _run(
+    settings: Settings, database_url: str, *, api: tuple[str, int] | None, worker: bool
+) -> None:
+    from voicehooks.api.app import create_app
+    from voicehooks.dispatch.worker import Dispatcher
+
+    tasks = []
+    server = None
+    dispatcher = None
+    if api is not None:
+        config = uvicorn.Config(
+            create_app(settings, database_url),
+            host=api[0],
+            port=api[1],
+            access_log=False,
+            log_config=None,
+            lifespan="on",
+        )
+        server = _Server(config)
+        tasks.append(asyncio.create_task(server.serve()))
+    if worker:
+        dispatcher = Dispatcher(settings, database_url)
+        tasks.append(asyncio.create_task(dispatcher.run()))
+
+    def stop() -> None:
+        if server is not None:
+            server.should_exit = True
+        if dispatcher is not None:
+            dispatcher.stop()
+
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop)
+    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    stop()  # one part ending (or failing) ends the process
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for task in done:
+        if task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+
+
+def _settings() -> Settings:
+    settings = Settings()
+    configure_logging(settings.log_level)
+    return settings
+
+
+@app.command()
+def serve(host: Host = "127.0.0.1", port: Port = 8000) -> None:
+    """API and dispatcher in one process; applies migrations first."""
+    from voicehooks.db.migrate import upgrade
+
+    settings = _settings()
+    with _database(settings) as database_url:
+        asyncio.run(upgrade(database_url))
+        asyncio.run(_run(settings, database_url, api=(host, port), worker=True))
+
+
+@app.command()
+def api(host: Host = "127.0.0.1", port: Port = 8000) -> None:
+    """The HTTP API alone (run `voicehooks migrate` first)."""
+    settings = _settings()
+    with _database(settings) as database_url:
+        asyncio.run(_run(settings, database_url, api=(host, port), worker=False))
+
+
+@app.command()
+def worker() -> None:
+    """The dispatcher alone: claims, sends and records deliveries."""
+    settings = _settings()
+    with _database(settings) as database_url:
+        asyncio.run(_run(settings, database_url, api=None, worker=True))
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations."""
+    from voicehooks.db.migrate import upgrade
+
+    settings = _settings()
+    with _database(settings) as database_url:
+        asyncio.run(upgrade(database_url))
+
+
+@app.command()
+def bootstrap(
+    organization: Annotated[str, typer.Option(help="Organization name.")] = "default",
+    workspace: Annotated[str, typer.Option(help="Workspace name.")] = "default",
+) -> None:
+    """Create the organization and workspace if missing and print a new access key (JSON)."""
+    from voicehooks.db.engine import create_engine, create_sessionmaker
+    from voicehooks.db.migrate import upgrade
+    from voicehooks.tenancy.service import bootstrap as bootstrap_tenancy
+
+    settings = _settings()
+
+    async def run(database_url: str) -> dict[str, str]:
+        if settings.database_url is None:
+            await upgrade(database_url)  # the embedded database may be brand new
+        engine = create_engine(database_url, pool_size=1)
+        try:
+            async with create_sessionmaker(engine)() as session, session.begin():
+                result = await bootstrap_tenancy(session, organization, workspace)
+        finally:
+            await engine.dispose()
+        return {
+            "organizationId": str(result.organization_id),
+            "workspaceId": str(result.workspace_id),
+            "accessKey": result.access_key,
+        }
+
+    with _database(settings) as database_url:
+        print(json.dumps(asyncio.run(run(database_url))))  # noqa: T201 - the command's output

@@ -1,0 +1,75 @@
+"""Settings, read from VOICEHOOKS_* environment variables."""
+
+import ipaddress
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _default_data_dir() -> Path:
+    from platformdirs import user_data_path
+
+    return user_data_path("voicehooks", appauthor=False)
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VOICEHOOKS_", extra="ignore")
+
+    database_url: SecretStr | None = None
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    ingest_token: SecretStr | None = None
+    allow_http_targets: bool = False
+    allowed_target_networks: Annotated[list[IPNetwork], NoDecode] = []
+    delivery_timeout: float = Field(default=10.0, gt=0, le=300)
+    retry_delays: Annotated[list[float], NoDecode] = [5, 30, 120, 600, 1800, 3600, 7200, 14400]
+    auto_disable_after: float = Field(default=432000, ge=0)
+    key_rotation_overlap: float = Field(default=86400, ge=0)
+    retention_days: float = Field(default=30, gt=0)
+
+    # Dispatcher tuning: not in the spec's table, defaults fit a small machine.
+    max_in_flight: int = Field(default=256, ge=1)
+    max_in_flight_per_host: int = Field(default=64, ge=1)
+    poll_interval: float = Field(default=1.0, gt=0)
+    lease_margin: float = Field(default=30.0, ge=1)
+    housekeeping_interval: float = Field(default=60.0, gt=0)
+    log_level: str = "INFO"
+
+    @field_validator("allowed_target_networks", mode="before")
+    @classmethod
+    def _parse_networks(cls, value: object) -> object:
+        value = _split_csv(value)
+        if isinstance(value, list):
+            return [ipaddress.ip_network(str(item), strict=False) for item in value]
+        return value
+
+    @field_validator("retry_delays", mode="before")
+    @classmethod
+    def _parse_delays(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("retry_delays")
+    @classmethod
+    def _non_negative_delays(cls, value: list[float]) -> list[float]:
+        if any(delay < 0 for delay in value):
+            raise ValueError("retry delays must not be negative")
+        return value
+
+    @cached_property
+    def lease_seconds(self) -> float:
+        """How long a claimed delivery stays with its worker: the whole timeout plus a margin."""
+        return self.delivery_timeout + self.lease_margin
+
+    @property
+    def max_attempts(self) -> int:
+        return len(self.retry_delays) + 1

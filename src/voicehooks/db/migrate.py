@@ -1,0 +1,34 @@
+"""Apply Alembic migrations from code (the CLI, `serve` at start, the test session)."""
+
+import asyncio
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from voicehooks.db.urls import sqlalchemy_url
+
+
+def alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", "voicehooks.db:migrations")
+    return config
+
+
+async def upgrade(database_url: str) -> None:
+    engine = create_async_engine(sqlalchemy_url(database_url))
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(_upgrade_on)
+    finally:
+        await engine.dispose()
+
+
+def _upgrade_on(connection: object) -> None:
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+
+
+def upgrade_blocking(database_url: str) -> None:
+    asyncio.run(upgrade(database_url))

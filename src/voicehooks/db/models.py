@@ -1,0 +1,220 @@
+"""ORM models: every table of the service, in one metadata that Alembic migrates."""
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Double,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {
+        uuid.UUID: UUID(as_uuid=True),
+        datetime: DateTime(timezone=True),
+        str: Text(),
+    }
+
+
+def _uuid_pk() -> Mapped[uuid.UUID]:
+    return mapped_column(primary_key=True, default=uuid.uuid4)
+
+
+def _created_at() -> Mapped[datetime]:
+    return mapped_column(server_default=func.now())
+
+
+class Organization(Base):
+    __tablename__ = "organizations"
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    name: Mapped[str] = mapped_column(unique=True)
+    created_at: Mapped[datetime] = _created_at()
+
+
+class Workspace(Base):
+    __tablename__ = "workspaces"
+    __table_args__ = (UniqueConstraint("organization_id", "name"),)
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE")
+    )
+    name: Mapped[str]
+    created_at: Mapped[datetime] = _created_at()
+
+
+class AccessKey(Base):
+    """An organization's API key; only the SHA-256 of the (high-entropy) key is kept."""
+
+    __tablename__ = "access_keys"
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+    )
+    key_hash: Mapped[bytes] = mapped_column(LargeBinary, unique=True)
+    created_at: Mapped[datetime] = _created_at()
+
+
+class Subscription(Base):
+    __tablename__ = "subscriptions"
+    __table_args__ = (
+        # Matching an event is an index lookup on (workspace, event, channel).
+        Index(
+            "ix_subscriptions_match",
+            "workspace_id",
+            "event",
+            "channel_id",
+            postgresql_where=text("status = 'active'"),
+        ),
+        Index("ix_subscriptions_listing", "workspace_id", "created_at", "id"),
+    )
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE")
+    )
+    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    service: Mapped[str]
+    event: Mapped[str]
+    url: Mapped[str]
+    # Lower-cased host of `url`: the unit of per-destination concurrency.
+    target_host: Mapped[str]
+    signing_key: Mapped[str]
+    # Replaced keys that still sign until their overlap ends: [{"key", "expiresAt"}].
+    previous_signing_keys: Mapped[list[dict[str, Any]]] = mapped_column(
+        JSONB, server_default=text("'[]'::jsonb")
+    )
+    # As the customer wrote them, [{"key", "value"}]; channel_id and statuses are what matches.
+    event_filters: Mapped[list[dict[str, str]]] = mapped_column(JSONB)
+    channel_id: Mapped[uuid.UUID | None]
+    # Sorted; empty means every status.
+    statuses: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'"))
+    template: Mapped[str | None]
+    status: Mapped[str] = mapped_column(server_default="active")
+    status_reason: Mapped[str | None]
+    # Start of the current unbroken run of failed attempts; null after any success.
+    failing_since: Mapped[datetime | None]
+    created_at: Mapped[datetime] = _created_at()
+    updated_at: Mapped[datetime] = _created_at()
+
+
+class Event(Base):
+    __tablename__ = "events"
+    __table_args__ = (UniqueConstraint("workspace_id", "client_id"),)
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    workspace_id: Mapped[uuid.UUID]
+    client_id: Mapped[str | None]
+    event: Mapped[str]
+    call_id: Mapped[str]
+    # The exact JSON body every delivery of this event sends.
+    body: Mapped[str]
+    delivery_count: Mapped[int] = mapped_column(Integer)
+    occurred_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now(), index=True)
+
+
+class Delivery(Base):
+    """One event for one subscription; its state machine is pending → succeeded | failed."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        Index("ix_deliveries_due", "next_attempt_at", postgresql_where=text("state = 'pending'")),
+        # Order per call: an earlier pending delivery of the same call holds the later ones.
+        Index(
+            "ix_deliveries_call_order",
+            "subscription_id",
+            "call_id",
+            "seq",
+            postgresql_where=text("state = 'pending'"),
+        ),
+        # Deliveries waiting for an earlier one of their call (no due time yet).
+        Index(
+            "ix_deliveries_waiting",
+            "seq",
+            postgresql_where=text("state = 'pending' AND next_attempt_at IS NULL"),
+        ),
+        Index("ix_deliveries_listing", "subscription_id", "created_at", "id"),
+        Index("ix_deliveries_retention", "created_at", postgresql_where=text("state <> 'pending'")),
+    )
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    event_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("events.id", ondelete="CASCADE"), index=True
+    )
+    subscription_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("subscriptions.id", ondelete="CASCADE")
+    )
+    call_id: Mapped[str]
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(), unique=True)
+    state: Mapped[str] = mapped_column(server_default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    # When the next attempt is due; while a worker holds the delivery, when its lease ends;
+    # null while it waits for an earlier delivery of the same call, and once final.
+    next_attempt_at: Mapped[datetime | None]
+    # Set by a claim; a result is recorded only by the worker holding the current token.
+    claim_token: Mapped[uuid.UUID | None]
+    # Null: the retry schedule decides. A number: final after that many (retry and recover).
+    attempts_allowed: Mapped[int | None] = mapped_column(Integer)
+    # Why a delivery ended without an attempt (e.g. "subscription inactive").
+    last_error: Mapped[str | None]
+    created_at: Mapped[datetime] = _created_at()
+    updated_at: Mapped[datetime] = _created_at()
+
+    event_row: Mapped[Event] = relationship(lazy="raise")
+
+
+class Attempt(Base):
+    __tablename__ = "attempts"
+    __table_args__ = (Index("ix_attempts_logs", "subscription_id", "created_at", "id"),)
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    delivery_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("deliveries.id", ondelete="CASCADE"), index=True
+    )
+    subscription_id: Mapped[uuid.UUID]
+    event_id: Mapped[uuid.UUID]
+    event: Mapped[str]
+    attempt: Mapped[int] = mapped_column(Integer)
+    execution_status: Mapped[str]
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    response_status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None]
+    response_body: Mapped[str | None]
+    created_at: Mapped[datetime] = _created_at()
+
+
+class MetricCounter(Base):
+    """Counters shared by every process, so /metrics is right wherever it is scraped."""
+
+    __tablename__ = "metric_counters"
+
+    name: Mapped[str] = mapped_column(primary_key=True)
+    labels: Mapped[str] = mapped_column(primary_key=True)
+    value: Mapped[float] = mapped_column(Double, server_default="0")

@@ -1,0 +1,120 @@
+"""HTTP surface of a subscription's deliveries: logs, states, retry, recover, test."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+from fastapi.responses import JSONResponse
+
+from voicehooks.api.dependencies import ScopeDep, SessionDep, parse_id
+from voicehooks.api.pagination import Limit, PageToken, page_response
+from voicehooks.api.problems import PROBLEM_RESPONSES
+from voicehooks.deliveries import service
+from voicehooks.deliveries.schemas import (
+    AttemptPage,
+    DeliveryOut,
+    DeliveryPage,
+    DeliveryState,
+    ExecutionStatus,
+    RecoverIn,
+    RecoverOut,
+    TestOut,
+)
+from voicehooks.subscriptions.endpoints import SUBSCRIPTIONS_PATH
+
+router = APIRouter(
+    prefix=SUBSCRIPTIONS_PATH + "/{subscriptionId}",
+    tags=["deliveries"],
+    responses=PROBLEM_RESPONSES,
+)
+_CONFLICT = {409: PROBLEM_RESPONSES[422] | {"description": "Conflict"}}
+
+
+@router.get("/logs", response_model=AttemptPage, summary="Delivery attempts, newest first")
+async def attempt_logs(
+    subscriptionId: str,  # noqa: N803
+    scope: ScopeDep,
+    session: SessionDep,
+    limit: Limit = 10,
+    page_token: PageToken = None,
+    execution_status: Annotated[ExecutionStatus | None, Query(alias="executionStatus")] = None,
+) -> JSONResponse:
+    return page_response(
+        await service.attempt_logs(
+            session,
+            scope,
+            parse_id(subscriptionId),
+            execution_status=execution_status,
+            page_token=page_token,
+            limit=limit,
+        )
+    )
+
+
+@router.get("/deliveries", response_model=DeliveryPage, summary="Deliveries, newest first")
+async def list_deliveries(
+    subscriptionId: str,  # noqa: N803
+    scope: ScopeDep,
+    session: SessionDep,
+    limit: Limit = 10,
+    page_token: PageToken = None,
+    state: Annotated[DeliveryState | None, Query()] = None,
+) -> JSONResponse:
+    return page_response(
+        await service.deliveries(
+            session,
+            scope,
+            parse_id(subscriptionId),
+            state=state,
+            page_token=page_token,
+            limit=limit,
+        )
+    )
+
+
+@router.post(
+    "/deliveries/{deliveryId}/retry",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=DeliveryOut,
+    responses=_CONFLICT,
+    summary="One more attempt of a finished delivery, outside the schedule",
+)
+async def retry_delivery(
+    subscriptionId: str,  # noqa: N803
+    deliveryId: str,  # noqa: N803
+    scope: ScopeDep,
+    session: SessionDep,
+) -> DeliveryOut:
+    return await service.retry_delivery(
+        session, scope, parse_id(subscriptionId), parse_id(deliveryId)
+    )
+
+
+@router.post(
+    "/recover",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=RecoverOut,
+    responses=_CONFLICT,
+    summary="Re-queue every failed delivery created since a time",
+)
+async def recover(
+    subscriptionId: str,  # noqa: N803
+    body: RecoverIn,
+    scope: ScopeDep,
+    session: SessionDep,
+) -> RecoverOut:
+    return await service.recover_failed(session, scope, parse_id(subscriptionId), body.since)
+
+
+@router.post(
+    "/test",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=TestOut,
+    responses=_CONFLICT,
+    summary="Send a synthetic event of the subscription's type",
+)
+async def send_test(
+    subscriptionId: str,  # noqa: N803
+    scope: ScopeDep,
+    session: SessionDep,
+) -> TestOut:
+    return await service.send_test_event(session, scope, parse_id(subscriptionId))

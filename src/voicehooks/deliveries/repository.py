@@ -1,0 +1,122 @@
+"""Queries on deliveries and their attempts, as customers see and replay them."""
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import and_, case, exists, func, or_, select, update
+from sqlalchemy.orm import aliased
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql import Select
+
+from voicehooks.api.pagination import Cursor
+from voicehooks.db.models import Attempt, Delivery
+
+
+def _newest_first(
+    query: Select, model: type[Attempt] | type[Delivery], after: Cursor | None, limit: int
+) -> Select:  # type: ignore[type-arg]
+    if after is not None:
+        created_at, row_id = after
+        query = query.where(
+            or_(
+                model.created_at < created_at,
+                and_(model.created_at == created_at, model.id < row_id),
+            )
+        )
+    return query.order_by(model.created_at.desc(), model.id.desc()).limit(limit)
+
+
+_earlier = aliased(Delivery)
+# A re-queued delivery rejoins the order of its call: it waits while an earlier one is pending.
+_REQUEUE_VALUES = {
+    "state": "pending",
+    "attempts_allowed": Delivery.attempts + 1,
+    "next_attempt_at": case(
+        (
+            exists().where(
+                _earlier.subscription_id == Delivery.subscription_id,
+                _earlier.call_id == Delivery.call_id,
+                _earlier.state == "pending",
+                _earlier.seq < Delivery.seq,
+            ),
+            None,
+        ),
+        else_=func.now(),
+    ),
+    "claim_token": None,
+    "last_error": None,
+    "updated_at": func.now(),
+}
+
+
+class DeliveryRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def fail_pending(self, subscription_id: uuid.UUID, error: str) -> int:
+        result = await self.session.execute(
+            update(Delivery)
+            .where(Delivery.subscription_id == subscription_id, Delivery.state == "pending")
+            .values(
+                state="failed",
+                next_attempt_at=None,
+                claim_token=None,
+                last_error=error,
+                updated_at=func.now(),
+            )
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+    async def attempts_page(
+        self,
+        subscription_id: uuid.UUID,
+        *,
+        execution_status: str | None,
+        after: Cursor | None,
+        limit: int,
+    ) -> Sequence[Attempt]:
+        query = select(Attempt).where(Attempt.subscription_id == subscription_id)
+        if execution_status is not None:
+            query = query.where(Attempt.execution_status == execution_status)
+        return (await self.session.scalars(_newest_first(query, Attempt, after, limit))).all()
+
+    async def deliveries_page(
+        self,
+        subscription_id: uuid.UUID,
+        *,
+        state: str | None,
+        after: Cursor | None,
+        limit: int,
+    ) -> Sequence[Delivery]:
+        query = select(Delivery).where(Delivery.subscription_id == subscription_id)
+        if state is not None:
+            query = query.where(Delivery.state == state)
+        return (await self.session.scalars(_newest_first(query, Delivery, after, limit))).all()
+
+    async def get_for_update(
+        self, subscription_id: uuid.UUID, delivery_id: uuid.UUID
+    ) -> Delivery | None:
+        return await self.session.scalar(
+            select(Delivery)
+            .where(Delivery.id == delivery_id, Delivery.subscription_id == subscription_id)
+            .with_for_update()
+        )
+
+    async def requeue_one(self, delivery_id: uuid.UUID) -> None:
+        """Exactly one more attempt, due now, outside the retry schedule."""
+        await self.session.execute(
+            update(Delivery).where(Delivery.id == delivery_id).values(_REQUEUE_VALUES)
+        )
+
+    async def requeue_failed_since(self, subscription_id: uuid.UUID, since: datetime) -> int:
+        result = await self.session.execute(
+            update(Delivery)
+            .where(
+                Delivery.subscription_id == subscription_id,
+                Delivery.state == "failed",
+                Delivery.created_at >= since,
+            )
+            .values(_REQUEUE_VALUES)
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]

@@ -1,0 +1,181 @@
+"""Customers' view of deliveries: attempt logs, delivery states, replay and test events."""
+
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from voicehooks.api.dependencies import WorkspaceScope
+from voicehooks.api.pagination import decode_page_token, encode_page_token
+from voicehooks.api.problems import Conflict, NotFound, invalid_field
+from voicehooks.db.models import Attempt, Delivery, Subscription
+from voicehooks.deliveries.repository import DeliveryRepository
+from voicehooks.deliveries.schemas import (
+    AttemptOut,
+    AttemptPage,
+    DeliveryOut,
+    DeliveryPage,
+    RecoverOut,
+    TestOut,
+)
+from voicehooks.ingestion.repository import IngestionRepository, NewEvent
+from voicehooks.ingestion.service import delivery_body
+from voicehooks.subscriptions.service import get_subscription
+
+_TEST_DIRECTIONS = {"voice.inbound": "incoming", "voice.outbound": "outgoing"}
+
+
+def attempt_out(row: Attempt) -> AttemptOut:
+    return AttemptOut(
+        id=row.id,
+        delivery_id=row.delivery_id,
+        event_id=row.event_id,
+        event=row.event,
+        execution_status=row.execution_status,  # type: ignore[arg-type]
+        attempt=row.attempt,
+        created_at=row.created_at,
+        duration_ms=row.duration_ms,
+        response_status_code=row.response_status_code,
+        error=row.error,
+        response_body=row.response_body,
+    )
+
+
+def delivery_out(row: Delivery) -> DeliveryOut:
+    return DeliveryOut(
+        id=row.id,
+        event_id=row.event_id,
+        state=row.state,  # type: ignore[arg-type]
+        attempts=row.attempts,
+        next_attempt_at=row.next_attempt_at if row.state == "pending" else None,
+        created_at=row.created_at,
+        error=row.last_error,
+    )
+
+
+async def attempt_logs(
+    session: AsyncSession,
+    scope: WorkspaceScope,
+    subscription_id: uuid.UUID,
+    *,
+    execution_status: str | None,
+    page_token: str | None,
+    limit: int,
+) -> AttemptPage:
+    await get_subscription(session, scope, subscription_id)
+    rows = await DeliveryRepository(session).attempts_page(
+        subscription_id,
+        execution_status=execution_status,
+        after=decode_page_token(page_token),
+        limit=limit + 1,
+    )
+    token = (
+        encode_page_token(rows[limit - 1].created_at, rows[limit - 1].id)
+        if len(rows) > limit
+        else None
+    )
+    return AttemptPage(results=[attempt_out(row) for row in rows[:limit]], next_page_token=token)
+
+
+async def deliveries(
+    session: AsyncSession,
+    scope: WorkspaceScope,
+    subscription_id: uuid.UUID,
+    *,
+    state: str | None,
+    page_token: str | None,
+    limit: int,
+) -> DeliveryPage:
+    await get_subscription(session, scope, subscription_id)
+    rows = await DeliveryRepository(session).deliveries_page(
+        subscription_id, state=state, after=decode_page_token(page_token), limit=limit + 1
+    )
+    token = (
+        encode_page_token(rows[limit - 1].created_at, rows[limit - 1].id)
+        if len(rows) > limit
+        else None
+    )
+    return DeliveryPage(results=[delivery_out(row) for row in rows[:limit]], next_page_token=token)
+
+
+async def _active_subscription(
+    session: AsyncSession, scope: WorkspaceScope, subscription_id: uuid.UUID
+) -> Subscription:
+    subscription = await get_subscription(session, scope, subscription_id)
+    if subscription.status != "active":
+        raise Conflict("the subscription is inactive; activate it first")
+    return subscription
+
+
+async def retry_delivery(
+    session: AsyncSession, scope: WorkspaceScope, subscription_id: uuid.UUID, delivery_id: uuid.UUID
+) -> DeliveryOut:
+    await _active_subscription(session, scope, subscription_id)
+    repository = DeliveryRepository(session)
+    delivery = await repository.get_for_update(subscription_id, delivery_id)
+    if delivery is None:
+        raise NotFound("no such delivery")
+    if delivery.state == "pending":
+        raise Conflict("the delivery is still pending")
+    await repository.requeue_one(delivery.id)
+    await IngestionRepository(session).notify_dispatchers()
+    await session.refresh(delivery)
+    return delivery_out(delivery)
+
+
+async def recover_failed(
+    session: AsyncSession, scope: WorkspaceScope, subscription_id: uuid.UUID, since: datetime
+) -> RecoverOut:
+    if since > datetime.now(UTC):
+        raise invalid_field("since", "must not be in the future")
+    await _active_subscription(session, scope, subscription_id)
+    requeued = await DeliveryRepository(session).requeue_failed_since(subscription_id, since)
+    if requeued:
+        await IngestionRepository(session).notify_dispatchers()
+    return RecoverOut(requeued=requeued)
+
+
+def test_payload(subscription: Subscription) -> dict[str, object]:
+    """A valid call of the subscription's event that its own filters let through."""
+    channel = next(
+        (f["value"] for f in subscription.event_filters if f["key"] == "channelId"), None
+    )
+    status = next(
+        (f["value"] for f in subscription.event_filters if f["key"] == "status"), "ringing"
+    )
+    return {
+        "id": f"test-{uuid.uuid4()}",
+        "channelId": str(uuid.UUID(channel)) if channel else str(uuid.uuid4()),
+        "status": status,
+        "direction": _TEST_DIRECTIONS[subscription.event],
+        "from": "+31600000000",
+        "to": "+31200000000",
+        "test": True,
+    }
+
+
+async def send_test_event(
+    session: AsyncSession, scope: WorkspaceScope, subscription_id: uuid.UUID
+) -> TestOut:
+    subscription = await _active_subscription(session, scope, subscription_id)
+    payload = test_payload(subscription)
+    event_id, delivery_id = uuid.uuid4(), uuid.uuid4()
+    repository = IngestionRepository(session)
+    await repository.insert_events(
+        [
+            NewEvent(
+                id=event_id,
+                workspace_id=scope.workspace_id,
+                client_id=None,
+                event=subscription.event,
+                call_id=str(payload["id"]),
+                body=delivery_body(subscription.event, payload),
+                delivery_count=1,
+                occurred_at=None,
+            )
+        ]
+    )
+    await repository.insert_deliveries(
+        [(delivery_id, event_id, subscription.id, str(payload["id"]))]
+    )
+    return TestOut(delivery_id=delivery_id)

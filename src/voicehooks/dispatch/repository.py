@@ -1,0 +1,320 @@
+"""Every query of the dispatcher: claims, results, subscription health, waiting chains, purge.
+
+These run on a raw asyncpg pool: they are the hot path, one statement per batch.
+"""
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import asyncpg
+
+_CLAIM = """
+WITH candidates AS (
+    SELECT d.id, d.next_attempt_at, s.target_host
+    FROM deliveries d
+    JOIN subscriptions s ON s.id = d.subscription_id
+    WHERE d.state = 'pending' AND d.next_attempt_at <= now()
+      AND s.status = 'active'
+      AND s.target_host <> ALL($1::text[])
+      AND NOT EXISTS (
+          SELECT 1 FROM deliveries earlier
+          WHERE earlier.subscription_id = d.subscription_id AND earlier.call_id = d.call_id
+            AND earlier.state = 'pending' AND earlier.seq < d.seq)
+    ORDER BY d.next_attempt_at
+    LIMIT $2
+    FOR UPDATE OF d SKIP LOCKED
+), ranked AS (
+    SELECT c.id, c.next_attempt_at,
+           row_number() OVER (PARTITION BY c.target_host ORDER BY c.next_attempt_at) AS position,
+           COALESCE(b.free, $4) AS host_free
+    FROM candidates c
+    LEFT JOIN unnest($5::text[], $6::int[]) AS b(host, free) ON b.host = c.target_host
+), chosen AS (
+    SELECT id FROM ranked WHERE position <= host_free ORDER BY next_attempt_at LIMIT $3
+)
+UPDATE deliveries d
+SET claim_token = $7, next_attempt_at = now() + make_interval(secs => $8)
+FROM chosen, subscriptions s, events e
+WHERE d.id = chosen.id AND s.id = d.subscription_id AND e.id = d.event_id
+RETURNING d.id, d.attempts, d.attempts_allowed, d.subscription_id, d.event_id, d.call_id,
+          s.url, s.target_host, s.signing_key, s.previous_signing_keys, e.body, e.event,
+          s.workspace_id
+"""
+
+_RECORD_OUTCOMES = """
+UPDATE deliveries d SET
+    attempts = d.attempts + 1,
+    state = CASE r.outcome WHEN 'retry' THEN 'pending' ELSE r.outcome END,
+    next_attempt_at = CASE WHEN r.outcome = 'retry'
+                           THEN now() + make_interval(secs => r.delay) END,
+    claim_token = NULL,
+    updated_at = now()
+FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::float8[]) AS r(id, token, outcome, delay)
+WHERE d.id = r.id AND d.claim_token = r.token
+"""
+
+_INSERT_ATTEMPTS = """
+INSERT INTO attempts (id, delivery_id, subscription_id, event_id, event, attempt,
+                      execution_status, duration_ms, response_status_code, error,
+                      response_body, created_at)
+SELECT a.* FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::int[],
+                       $7::text[], $8::int[], $9::int[], $10::text[], $11::text[],
+                       $12::timestamptz[])
+     AS a(id, delivery_id, subscription_id, event_id, event, attempt, execution_status,
+          duration_ms, response_status_code, error, response_body, created_at)
+WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = a.delivery_id)
+"""
+
+_MARK_HEALTHY = """
+UPDATE subscriptions SET failing_since = NULL
+WHERE id = ANY($1::uuid[]) AND failing_since IS NOT NULL
+"""
+
+_MARK_FAILING = """
+UPDATE subscriptions SET failing_since = now()
+WHERE id = ANY($1::uuid[]) AND failing_since IS NULL
+"""
+
+_DISABLE_LONG_FAILING = """
+UPDATE subscriptions
+SET status = 'inactive', updated_at = now(),
+    status_reason = 'failing since '
+        || to_char(failing_since AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+WHERE id = ANY($1::uuid[]) AND status = 'active'
+  AND failing_since <= now() - make_interval(secs => $2)
+RETURNING id
+"""
+
+_DISABLE = """
+UPDATE subscriptions SET status = 'inactive', status_reason = $2, updated_at = now()
+WHERE id = ANY($1::uuid[]) AND status = 'active'
+RETURNING id
+"""
+
+_FAIL_PENDING = """
+UPDATE deliveries
+SET state = 'failed', next_attempt_at = NULL, claim_token = NULL, last_error = $2,
+    updated_at = now()
+WHERE subscription_id = ANY($1::uuid[]) AND state = 'pending'
+"""
+
+# After a delivery is final, the next delivery of the same call (if it waits) becomes due.
+_RELEASE_NEXT_OF_CALLS = """
+UPDATE deliveries d SET next_attempt_at = now()
+FROM (
+    SELECT DISTINCT ON (p.subscription_id, p.call_id) p.id, p.next_attempt_at
+    FROM deliveries p
+    JOIN unnest($1::uuid[], $2::text[]) AS k(subscription_id, call_id)
+      ON p.subscription_id = k.subscription_id AND p.call_id = k.call_id
+    WHERE p.state = 'pending'
+    ORDER BY p.subscription_id, p.call_id, p.seq
+) AS head
+WHERE d.id = head.id AND head.next_attempt_at IS NULL
+"""
+
+# The backstop of the above, for a waiting delivery whose predecessor ended in a race with
+# its ingestion.
+_RELEASE_STRANDED = """
+UPDATE deliveries d SET next_attempt_at = now()
+WHERE d.state = 'pending' AND d.next_attempt_at IS NULL
+  AND NOT EXISTS (
+      SELECT 1 FROM deliveries earlier
+      WHERE earlier.subscription_id = d.subscription_id AND earlier.call_id = d.call_id
+        AND earlier.state = 'pending' AND earlier.seq < d.seq)
+"""
+
+_PURGE = {
+    "attempts": """
+        DELETE FROM attempts WHERE id IN (
+            SELECT id FROM attempts WHERE created_at < now() - make_interval(secs => $1)
+            LIMIT $2)
+    """,
+    "deliveries": """
+        DELETE FROM deliveries WHERE id IN (
+            SELECT id FROM deliveries
+            WHERE state <> 'pending' AND created_at < now() - make_interval(secs => $1)
+            LIMIT $2)
+    """,
+    "events": """
+        DELETE FROM events WHERE id IN (
+            SELECT e.id FROM events e
+            WHERE e.created_at < now() - make_interval(secs => $1)
+              AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id)
+            LIMIT $2)
+    """,
+}
+
+
+@dataclass(frozen=True)
+class ClaimedDelivery:
+    id: uuid.UUID
+    attempts_made: int
+    attempts_allowed: int | None
+    subscription_id: uuid.UUID
+    workspace_id: uuid.UUID
+    event_id: uuid.UUID
+    call_id: str
+    url: str
+    target_host: str
+    signing_key: str
+    previous_keys: tuple[str, ...]
+    body: bytes
+    event: str
+    claim_token: uuid.UUID
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    delivery: ClaimedDelivery
+    outcome: str  # "succeeded" | "retry" | "failed"
+    retry_in: float
+    started_at: datetime
+    duration_ms: int
+    status_code: int | None
+    error: str | None
+    response_body: str | None
+
+    @property
+    def execution_status(self) -> str:
+        return "succeeded" if self.outcome == "succeeded" else "failed"
+
+
+def _live_keys(raw: object, now: datetime) -> tuple[str, ...]:
+    entries = json.loads(raw) if isinstance(raw, str) else (raw or [])
+    return tuple(
+        entry["key"] for entry in entries if datetime.fromisoformat(entry["expiresAt"]) > now
+    )
+
+
+async def claim(
+    connection: asyncpg.Connection,
+    *,
+    limit: int,
+    host_free: dict[str, int],
+    per_host: int,
+    lease_seconds: float,
+) -> list[ClaimedDelivery]:
+    """Lease up to `limit` due deliveries, each the head of its call, within per-host room."""
+    token = uuid.uuid4()
+    full_hosts = [host for host, free in host_free.items() if free <= 0]
+    busy = [(host, free) for host, free in host_free.items() if free > 0]
+    rows = await connection.fetch(
+        _CLAIM,
+        full_hosts,
+        limit * 4,
+        limit,
+        per_host,
+        [host for host, _ in busy],
+        [free for _, free in busy],
+        token,
+        lease_seconds,
+    )
+    now = datetime.now(UTC)
+    return [
+        ClaimedDelivery(
+            id=row["id"],
+            attempts_made=row["attempts"],
+            attempts_allowed=row["attempts_allowed"],
+            subscription_id=row["subscription_id"],
+            workspace_id=row["workspace_id"],
+            event_id=row["event_id"],
+            call_id=row["call_id"],
+            url=row["url"],
+            target_host=row["target_host"],
+            signing_key=row["signing_key"],
+            previous_keys=_live_keys(row["previous_signing_keys"], now),
+            body=row["body"].encode(),
+            event=row["event"],
+            claim_token=token,
+        )
+        for row in rows
+    ]
+
+
+@dataclass(frozen=True)
+class RecordSummary:
+    disabled: list[tuple[uuid.UUID, str]]
+
+
+async def record_attempts(
+    connection: asyncpg.Connection,
+    records: Sequence[AttemptRecord],
+    *,
+    auto_disable_after: float,
+    gone_subscriptions: Sequence[uuid.UUID],
+    inactive_error: str,
+) -> RecordSummary:
+    """Store a batch of attempt results and their consequences, in one transaction."""
+    async with connection.transaction():
+        await connection.execute(
+            _INSERT_ATTEMPTS,
+            [uuid.uuid4() for _ in records],
+            [r.delivery.id for r in records],
+            [r.delivery.subscription_id for r in records],
+            [r.delivery.event_id for r in records],
+            [r.delivery.event for r in records],
+            [r.delivery.attempts_made + 1 for r in records],
+            [r.execution_status for r in records],
+            [r.duration_ms for r in records],
+            [r.status_code for r in records],
+            [r.error for r in records],
+            [r.response_body for r in records],
+            [r.started_at for r in records],
+        )
+        await connection.execute(
+            _RECORD_OUTCOMES,
+            [r.delivery.id for r in records],
+            [r.delivery.claim_token for r in records],
+            [r.outcome for r in records],
+            [r.retry_in for r in records],
+        )
+        failing = sorted({r.delivery.subscription_id for r in records if r.outcome != "succeeded"})
+        healthy = sorted(
+            {r.delivery.subscription_id for r in records if r.outcome == "succeeded"} - set(failing)
+        )
+        if healthy:
+            await connection.execute(_MARK_HEALTHY, healthy)
+        disabled: list[tuple[uuid.UUID, str]] = []
+        if failing:
+            await connection.execute(_MARK_FAILING, failing)
+            rows = await connection.fetch(_DISABLE_LONG_FAILING, failing, auto_disable_after)
+            disabled += [(row["id"], "failing") for row in rows]
+        if gone_subscriptions:
+            rows = await connection.fetch(
+                _DISABLE, sorted(set(gone_subscriptions)), "endpoint answered 410"
+            )
+            disabled += [(row["id"], "gone") for row in rows]
+        if disabled:
+            await connection.execute(_FAIL_PENDING, [sub for sub, _ in disabled], inactive_error)
+        finals = [r for r in records if r.outcome != "retry"]
+        if finals:
+            await connection.execute(
+                _RELEASE_NEXT_OF_CALLS,
+                [r.delivery.subscription_id for r in finals],
+                [r.delivery.call_id for r in finals],
+            )
+    return RecordSummary(disabled)
+
+
+async def release_stranded(connection: asyncpg.Connection) -> int:
+    result = await connection.execute(_RELEASE_STRANDED)
+    return int(result.split()[-1])
+
+
+async def purge_older_than(
+    connection: asyncpg.Connection, seconds: float, batch: int = 1000, max_batches: int = 100
+) -> dict[str, int]:
+    """Delete old attempts, final deliveries and events in short batches (no long locks)."""
+    deleted: dict[str, int] = {}
+    for table, statement in _PURGE.items():
+        deleted[table] = 0
+        for _ in range(max_batches):
+            result = await connection.execute(statement, seconds, batch)
+            count = int(result.split()[-1])
+            deleted[table] += count
+            if count < batch:
+                break
+    return deleted

@@ -1,0 +1,297 @@
+"""The dispatcher: claim due deliveries, send them, record the outcomes, keep the queue healthy.
+
+Wake-ups come from LISTEN/NOTIFY (ingestion and replays notify on commit) with a polling
+backstop. A claim is committed before any request is sent; no transaction or connection is held
+while a request is in flight. Outcomes are recorded in batches.
+"""
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections import Counter
+from datetime import UTC, datetime
+
+import asyncpg
+import structlog
+
+from voicehooks.config import Settings
+from voicehooks.db.urls import libpq_url
+from voicehooks.dispatch import repository
+from voicehooks.dispatch.repository import AttemptRecord, ClaimedDelivery
+from voicehooks.dispatch.schedule import next_delay, parse_retry_after
+from voicehooks.dispatch.sender import Message, Outcome, Sender
+from voicehooks.ingestion.repository import DELIVERIES_CHANNEL
+from voicehooks.observability.metrics import (
+    ATTEMPTS,
+    DELIVERIES_FINISHED,
+    SUBSCRIPTIONS_AUTO_DISABLED,
+    counters,
+)
+from voicehooks.subscriptions.service import INACTIVE_ERROR
+
+log = structlog.get_logger("voicehooks.dispatch")
+
+CLAIM_BATCH = 100
+RELEASE_STRANDED_EVERY = 5.0
+RECONNECT_DELAY = 1.0
+
+
+class Dispatcher:
+    def __init__(self, settings: Settings, database_url: str) -> None:
+        self.settings = settings
+        self.database_url = libpq_url(database_url)
+        self.sender = Sender(settings)
+        self._pool: asyncpg.Pool | None = None
+        self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._results_ready = asyncio.Event()
+        self._results: list[tuple[AttemptRecord, bool]] = []
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._per_host: Counter[str] = Counter()
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Dispatch until stop(); then finish what is in flight and record it."""
+        self._pool = await asyncpg.create_pool(self.database_url, min_size=1, max_size=4)
+        await self.sender.start()
+        background = [
+            asyncio.create_task(self._listen(), name="listen"),
+            asyncio.create_task(self._housekeeping(), name="housekeeping"),
+            asyncio.create_task(counters.flush_forever(self._pool.acquire), name="metrics"),
+        ]
+        recorder = asyncio.create_task(self._record_loop(), name="record")
+        log.info("dispatcher_started", max_in_flight=self.settings.max_in_flight)
+        try:
+            await self._claim_loop()
+        finally:
+            if self._in_flight:
+                await asyncio.wait(set(self._in_flight), timeout=self.settings.delivery_timeout + 5)
+            for task in self._in_flight:
+                task.cancel()
+            self._results_ready.set()
+            recorder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await recorder
+            await self._record_pending()
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                async with self._pool.acquire() as connection:
+                    await counters.flush(connection)
+            await self.sender.close()
+            await self._pool.close()
+            log.info("dispatcher_stopped")
+
+    # -- claiming ---------------------------------------------------------------------------
+
+    def _host_free(self) -> dict[str, int]:
+        per_host = self.settings.max_in_flight_per_host
+        return {host: per_host - count for host, count in self._per_host.items() if count > 0}
+
+    async def _claim_loop(self) -> None:
+        assert self._pool is not None
+        while not self._stopping.is_set():
+            self._wake.clear()
+            free = self.settings.max_in_flight - len(self._in_flight)
+            requested = min(free, CLAIM_BATCH)
+            claimed: list[ClaimedDelivery] = []
+            if requested > 0:
+                try:
+                    async with self._pool.acquire() as connection:
+                        claimed = await repository.claim(
+                            connection,
+                            limit=requested,
+                            host_free=self._host_free(),
+                            per_host=self.settings.max_in_flight_per_host,
+                            lease_seconds=self.settings.lease_seconds,
+                        )
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                    log.warning("claim_failed", error=str(exc))
+                    await self._sleep(RECONNECT_DELAY)
+                    continue
+            for delivery in claimed:
+                self._start(delivery)
+            if requested and len(claimed) == requested:
+                continue  # more may be due right now
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    def _start(self, delivery: ClaimedDelivery) -> None:
+        self._per_host[delivery.target_host] += 1
+        task = asyncio.create_task(self._deliver(delivery))
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+
+    async def _deliver(self, delivery: ClaimedDelivery) -> None:
+        started_at = datetime.now(UTC)
+        try:
+            outcome = await self.sender.send(
+                Message(
+                    delivery_id=str(delivery.id),
+                    url=delivery.url,
+                    body=delivery.body,
+                    signing_key=delivery.signing_key,
+                    previous_keys=delivery.previous_keys,
+                )
+            )
+        except Exception as exc:  # a bug must not strand the delivery: record it as failed
+            log.exception("send_crashed", delivery_id=str(delivery.id))
+            outcome = Outcome(False, 0, error=f"internal error: {type(exc).__name__}")
+        finally:
+            host = delivery.target_host
+            host_was_full = self._per_host[host] >= self.settings.max_in_flight_per_host
+            self._per_host[host] -= 1
+            if self._per_host[host] <= 0:
+                del self._per_host[host]
+            free = self.settings.max_in_flight - len(self._in_flight) + 1
+            if host_was_full or free >= CLAIM_BATCH // 2:
+                self._wake.set()
+        record = self._decide(delivery, outcome, started_at)
+        log.info(
+            "attempt",
+            workspace_id=str(delivery.workspace_id),
+            subscription_id=str(delivery.subscription_id),
+            delivery_id=str(delivery.id),
+            event_id=str(delivery.event_id),
+            attempt=delivery.attempts_made + 1,
+            outcome=record.outcome,
+            status_code=outcome.status_code,
+            error=outcome.error,
+            duration_ms=outcome.duration_ms,
+        )
+        self._results.append((record, outcome.status_code == 410))
+        self._results_ready.set()
+
+    def _decide(
+        self, delivery: ClaimedDelivery, outcome: Outcome, started_at: datetime
+    ) -> AttemptRecord:
+        made = delivery.attempts_made + 1
+        allowed = delivery.attempts_allowed or self.settings.max_attempts
+        delay: float | None = None
+        if outcome.succeeded:
+            verdict = "succeeded"
+        elif outcome.status_code == 410 or made >= allowed:
+            verdict = "failed"
+        else:
+            retry_after = (
+                parse_retry_after(outcome.retry_after)
+                if outcome.status_code in (429, 503)
+                else None
+            )
+            delay = next_delay(self.settings.retry_delays, made, retry_after=retry_after)
+            verdict = "failed" if delay is None else "retry"
+        return AttemptRecord(
+            delivery=delivery,
+            outcome=verdict,
+            retry_in=delay or 0.0,
+            started_at=started_at,
+            duration_ms=outcome.duration_ms,
+            status_code=outcome.status_code,
+            error=outcome.error,
+            response_body=outcome.response_body,
+        )
+
+    # -- recording --------------------------------------------------------------------------
+
+    async def _record_loop(self) -> None:
+        while True:
+            await self._results_ready.wait()
+            self._results_ready.clear()
+            await self._record_pending()
+
+    async def _record_pending(self) -> None:
+        """Record every collected outcome; on a database fault keep them and try again."""
+        assert self._pool is not None
+        while self._results:
+            batch, self._results = self._results, []
+            try:
+                async with self._pool.acquire() as connection:
+                    summary = await repository.record_attempts(
+                        connection,
+                        [record for record, _ in batch],
+                        auto_disable_after=self.settings.auto_disable_after,
+                        gone_subscriptions=[
+                            r.delivery.subscription_id for r, gone in batch if gone
+                        ],
+                        inactive_error=INACTIVE_ERROR,
+                    )
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("record_failed", error=str(exc), batch=len(batch))
+                self._results = batch + self._results
+                if self._stopping.is_set() and not self._pool.get_size():
+                    return
+                await asyncio.sleep(0.2)
+                continue
+            self._count(batch, summary.disabled)
+            self._wake.set()  # finals may have released the next delivery of their call
+
+    @staticmethod
+    def _count(
+        batch: list[tuple[AttemptRecord, bool]], disabled: list[tuple[uuid.UUID, str]]
+    ) -> None:
+        for record, _ in batch:
+            counters.increment(ATTEMPTS, outcome=record.execution_status)
+            counters.observe_duration(record.duration_ms / 1000)
+            if record.outcome != "retry":
+                counters.increment(DELIVERIES_FINISHED, state=record.outcome)
+        for subscription_id, reason in disabled:
+            counters.increment(SUBSCRIPTIONS_AUTO_DISABLED, reason=reason)
+            log.warning(
+                "subscription_disabled", subscription_id=str(subscription_id), reason=reason
+            )
+
+    # -- background duties ------------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        while not self._stopping.is_set():
+            lost = asyncio.Event()
+            connection = None
+            try:
+                connection = await asyncpg.connect(self.database_url)
+                connection.add_termination_listener(lambda _: lost.set())
+                await connection.add_listener(DELIVERIES_CHANNEL, lambda *_: self._wake.set())
+                self._wake.set()  # anything notified while we were not listening
+                await asyncio.wait(
+                    [
+                        asyncio.ensure_future(lost.wait()),
+                        asyncio.ensure_future(self._stopping.wait()),
+                    ],
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("listen_failed", error=str(exc))
+            finally:
+                if connection is not None:
+                    with contextlib.suppress(Exception):
+                        await connection.close()
+            await self._sleep(RECONNECT_DELAY)
+
+    async def _housekeeping(self) -> None:
+        assert self._pool is not None
+        last_purge = 0.0
+        while not self._stopping.is_set():
+            try:
+                async with self._pool.acquire() as connection:
+                    if await repository.release_stranded(connection):
+                        self._wake.set()
+                    if time.monotonic() - last_purge >= self.settings.housekeeping_interval:
+                        last_purge = time.monotonic()
+                        deleted = await repository.purge_older_than(
+                            connection, self.settings.retention_days * 86400
+                        )
+                        if any(deleted.values()):
+                            log.info("retention_purged", **deleted)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("housekeeping_failed", error=str(exc))
+            await self._sleep(RELEASE_STRANDED_EVERY)

@@ -1,0 +1,57 @@
+"""The internal ingestion API (SPEC §3): the voice platform reports call-status changes here."""
+
+import hmac
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Security, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from voicehooks.api.dependencies import SessionDep, SettingsDep, Unauthorized
+from voicehooks.api.problems import PROBLEM_RESPONSES
+from voicehooks.ingestion import service
+from voicehooks.ingestion.schemas import BatchResult, EventBatchIn, EventIn, IngestResult
+
+_bearer = HTTPBearer(scheme_name="IngestToken", auto_error=False)
+
+
+def require_ingest_token(
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
+) -> None:
+    expected = settings.ingest_token
+    if expected is None or credentials is None:
+        raise Unauthorized()
+    if not hmac.compare_digest(
+        credentials.credentials.encode("utf-8", "surrogatepass"),
+        expected.get_secret_value().encode(),
+    ):
+        raise Unauthorized()
+
+
+router = APIRouter(
+    prefix="/internal/v1",
+    tags=["ingestion"],
+    dependencies=[Depends(require_ingest_token)],
+    responses=PROBLEM_RESPONSES,
+)
+
+
+@router.post(
+    "/events",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=IngestResult,
+    summary="Report one call-status change",
+)
+async def ingest_event(body: EventIn, session: SessionDep) -> IngestResult:
+    (result,) = await service.ingest(session, [body])
+    return result
+
+
+@router.post(
+    "/events/batch",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=BatchResult,
+    summary="Report up to 1000 call-status changes at once",
+)
+async def ingest_batch(body: EventBatchIn, session: SessionDep) -> BatchResult:
+    return BatchResult(results=await service.ingest(session, body.events, batch=True))

@@ -1,0 +1,180 @@
+"""Queries of ingestion: match subscriptions, write events and their deliveries (the outbox)."""
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+DELIVERIES_CHANNEL = "voicehooks_deliveries"
+
+
+@dataclass(frozen=True)
+class MatchKey:
+    workspace_id: uuid.UUID
+    event: str
+    channel_id: uuid.UUID
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An active subscription whose workspace, event and channel filter fit the key."""
+
+    key: MatchKey
+    subscription_id: uuid.UUID
+    statuses: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    id: uuid.UUID
+    workspace_id: uuid.UUID
+    client_id: str | None
+    event: str
+    call_id: str
+    body: str
+    delivery_count: int
+    occurred_at: datetime | None
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    id: uuid.UUID
+    delivery_count: int
+
+
+# One index probe of ix_subscriptions_match per distinct (workspace, event, channel) key, for
+# the channel itself and for "any channel"; other workspaces, events and channels are not read.
+_MATCH = text(
+    """
+    SELECT k.workspace_id, k.event, k.channel_id, s.id, s.statuses
+    FROM unnest(CAST(:workspace_ids AS uuid[]), CAST(:events AS text[]),
+                CAST(:channel_ids AS uuid[])) AS k(workspace_id, event, channel_id)
+    CROSS JOIN LATERAL (
+        SELECT id, statuses FROM subscriptions
+        WHERE status = 'active' AND workspace_id = k.workspace_id AND event = k.event
+          AND channel_id = k.channel_id
+        UNION ALL
+        SELECT id, statuses FROM subscriptions
+        WHERE status = 'active' AND workspace_id = k.workspace_id AND event = k.event
+          AND channel_id IS NULL
+    ) AS s
+    """
+)
+
+_INSERT_EVENTS = text(
+    """
+    INSERT INTO events (id, workspace_id, client_id, event, call_id, body, delivery_count,
+                        occurred_at)
+    SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:workspace_ids AS uuid[]),
+                         CAST(:client_ids AS text[]), CAST(:events AS text[]),
+                         CAST(:call_ids AS text[]), CAST(:bodies AS text[]),
+                         CAST(:delivery_counts AS int[]), CAST(:occurred_ats AS timestamptz[]))
+    ON CONFLICT (workspace_id, client_id) DO NOTHING
+    RETURNING id
+    """
+)
+
+_STORED_EVENTS = text(
+    """
+    SELECT e.workspace_id, e.client_id, e.id, e.delivery_count
+    FROM events e
+    JOIN unnest(CAST(:workspace_ids AS uuid[]), CAST(:client_ids AS text[])) AS k(w, c)
+      ON e.workspace_id = k.w AND e.client_id = k.c
+    """
+)
+
+# A delivery whose call already has a pending delivery for the subscription waits (no due
+# time) until that one is final; the dispatcher then makes it due.
+_INSERT_DELIVERIES = text(
+    """
+    INSERT INTO deliveries (id, event_id, subscription_id, call_id, next_attempt_at)
+    SELECT d.id, d.event_id, d.subscription_id, d.call_id,
+           CASE WHEN d.follows_in_batch OR EXISTS (
+                    SELECT 1 FROM deliveries earlier
+                    WHERE earlier.subscription_id = d.subscription_id
+                      AND earlier.call_id = d.call_id AND earlier.state = 'pending')
+                THEN NULL ELSE now() END
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:event_ids AS uuid[]),
+                CAST(:subscription_ids AS uuid[]), CAST(:call_ids AS text[]),
+                CAST(:follows AS boolean[]))
+         WITH ORDINALITY AS d(id, event_id, subscription_id, call_id, follows_in_batch, position)
+    ORDER BY d.position
+    """
+)
+
+
+class IngestionRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def candidates(self, keys: Sequence[MatchKey]) -> list[Candidate]:
+        if not keys:
+            return []
+        rows = await self.session.execute(
+            _MATCH,
+            {
+                "workspace_ids": [key.workspace_id for key in keys],
+                "events": [key.event for key in keys],
+                "channel_ids": [key.channel_id for key in keys],
+            },
+        )
+        return [Candidate(MatchKey(row[0], row[1], row[2]), row[3], tuple(row[4])) for row in rows]
+
+    async def insert_events(self, events: Sequence[NewEvent]) -> set[uuid.UUID]:
+        """Insert the events whose client id is new; return the ids that were inserted."""
+        rows = await self.session.execute(
+            _INSERT_EVENTS,
+            {
+                "ids": [e.id for e in events],
+                "workspace_ids": [e.workspace_id for e in events],
+                "client_ids": [e.client_id for e in events],
+                "events": [e.event for e in events],
+                "call_ids": [e.call_id for e in events],
+                "bodies": [e.body for e in events],
+                "delivery_counts": [e.delivery_count for e in events],
+                "occurred_ats": [e.occurred_at for e in events],
+            },
+        )
+        return {row[0] for row in rows}
+
+    async def stored_events(
+        self, keys: Sequence[tuple[uuid.UUID, str]]
+    ) -> dict[tuple[uuid.UUID, str], StoredEvent]:
+        rows = await self.session.execute(
+            _STORED_EVENTS,
+            {
+                "workspace_ids": [workspace_id for workspace_id, _ in keys],
+                "client_ids": [client_id for _, client_id in keys],
+            },
+        )
+        return {(row[0], row[1]): StoredEvent(row[2], row[3]) for row in rows}
+
+    async def insert_deliveries(
+        self, rows: Sequence[tuple[uuid.UUID, uuid.UUID, uuid.UUID, str]]
+    ) -> None:
+        """(delivery id, event id, subscription id, call id), in ingestion order."""
+        if not rows:
+            return
+        seen: set[tuple[uuid.UUID, str]] = set()
+        follows = []
+        for _, _, subscription_id, call_id in rows:
+            follows.append((subscription_id, call_id) in seen)
+            seen.add((subscription_id, call_id))
+        await self.session.execute(
+            _INSERT_DELIVERIES,
+            {
+                "ids": [row[0] for row in rows],
+                "event_ids": [row[1] for row in rows],
+                "subscription_ids": [row[2] for row in rows],
+                "call_ids": [row[3] for row in rows],
+                "follows": follows,
+            },
+        )
+        await self.notify_dispatchers()
+
+    async def notify_dispatchers(self) -> None:
+        """Wake the dispatchers when this transaction commits."""
+        await self.session.execute(text(f"NOTIFY {DELIVERIES_CHANNEL}"))

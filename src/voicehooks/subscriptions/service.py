@@ -1,0 +1,235 @@
+"""Rules of webhook subscriptions: validation, the identical-set limit, key rotation, status."""
+
+import secrets
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from voicehooks.api.dependencies import WorkspaceScope
+from voicehooks.api.pagination import decode_page_token, encode_page_token
+from voicehooks.api.problems import Conflict, InvalidInput, NotFound, invalid_field
+from voicehooks.config import Settings
+from voicehooks.db.models import Subscription
+from voicehooks.deliveries.repository import DeliveryRepository
+from voicehooks.subscriptions.filters import FilterSet, parse_filters
+from voicehooks.subscriptions.repository import SubscriptionRepository
+from voicehooks.subscriptions.schemas import (
+    EventFilter,
+    SubscriptionCreate,
+    SubscriptionOut,
+    SubscriptionPage,
+    SubscriptionUpdate,
+    mask_signing_key,
+)
+from voicehooks.subscriptions.target_policy import TargetRefused, check_target_url
+
+MAX_IDENTICAL_SUBSCRIPTIONS = 5
+INACTIVE_ERROR = "subscription inactive"
+
+
+def to_out(subscription: Subscription, *, reveal_key: bool = False) -> SubscriptionOut:
+    key = subscription.signing_key
+    return SubscriptionOut(
+        id=subscription.id,
+        organization_id=subscription.organization_id,
+        workspace_id=subscription.workspace_id,
+        service=subscription.service,
+        event=subscription.event,
+        event_filters=[EventFilter.model_validate(item) for item in subscription.event_filters],
+        template=subscription.template,
+        url=subscription.url,
+        signing_key=key if reveal_key else mask_signing_key(key),
+        status=subscription.status,  # type: ignore[arg-type]
+        status_reason=subscription.status_reason,
+        created_at=subscription.created_at,
+        updated_at=subscription.updated_at,
+    )
+
+
+def _filter_set(event: str, filters: list[EventFilter]) -> FilterSet:
+    parsed, errors = parse_filters(event, [(item.key, item.value) for item in filters])
+    if parsed is None:
+        raise InvalidInput(errors)
+    return parsed
+
+
+async def _target_host(url: str, settings: Settings) -> str:
+    try:
+        return await check_target_url(
+            url,
+            allow_http=settings.allow_http_targets,
+            allowed_networks=settings.allowed_target_networks,
+        )
+    except TargetRefused as refused:
+        raise invalid_field("url", str(refused)) from None
+
+
+async def _check_identical_limit(
+    repository: SubscriptionRepository,
+    workspace_id: uuid.UUID,
+    event: str,
+    filters: FilterSet,
+    excluding: uuid.UUID | None = None,
+) -> None:
+    await repository.lock_filter_group(workspace_id, event)
+    count = await repository.count_identical(
+        workspace_id, event, filters.channel_id, filters.statuses, excluding=excluding
+    )
+    if count >= MAX_IDENTICAL_SUBSCRIPTIONS:
+        raise Conflict(
+            f"this workspace already has {MAX_IDENTICAL_SUBSCRIPTIONS} subscriptions "
+            "with the same event and filters"
+        )
+
+
+def _filters_json(filters: list[EventFilter]) -> list[dict[str, Any]]:
+    return [item.model_dump() for item in filters]
+
+
+async def create_subscription(
+    session: AsyncSession, scope: WorkspaceScope, body: SubscriptionCreate, settings: Settings
+) -> SubscriptionOut:
+    filters = _filter_set(body.event, body.event_filters)
+    host = await _target_host(body.url, settings)
+    repository = SubscriptionRepository(session)
+    await _check_identical_limit(repository, scope.workspace_id, body.event, filters)
+    generated = body.signing_key is None
+    now = datetime.now(UTC)
+    subscription = Subscription(
+        id=uuid.uuid4(),
+        organization_id=scope.organization_id,
+        workspace_id=scope.workspace_id,
+        service=body.service,
+        event=body.event,
+        url=body.url,
+        target_host=host,
+        signing_key=body.signing_key or secrets.token_urlsafe(32),
+        previous_signing_keys=[],
+        event_filters=_filters_json(body.event_filters),
+        channel_id=filters.channel_id,
+        statuses=list(filters.statuses),
+        template=body.template,
+        status="active",
+        created_at=now,
+        updated_at=now,
+    )
+    await repository.add(subscription)
+    return to_out(subscription, reveal_key=generated)
+
+
+async def _existing(
+    repository: SubscriptionRepository, scope: WorkspaceScope, subscription_id: uuid.UUID
+) -> Subscription:
+    subscription = await repository.get(scope.workspace_id, subscription_id)
+    if subscription is None:
+        raise NotFound("no such subscription")
+    return subscription
+
+
+async def get_subscription(
+    session: AsyncSession, scope: WorkspaceScope, subscription_id: uuid.UUID
+) -> Subscription:
+    return await _existing(SubscriptionRepository(session), scope, subscription_id)
+
+
+async def list_subscriptions(
+    session: AsyncSession,
+    scope: WorkspaceScope,
+    *,
+    event: str | None,
+    status: str | None,
+    page_token: str | None,
+    limit: int,
+) -> SubscriptionPage:
+    rows = await SubscriptionRepository(session).page(
+        scope.workspace_id,
+        event=event,
+        status=status,
+        after=decode_page_token(page_token),
+        limit=limit + 1,
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_token = encode_page_token(rows[-1].created_at, rows[-1].id) if more else None
+    return SubscriptionPage(results=[to_out(row) for row in rows], next_page_token=next_token)
+
+
+def _rotated_keys(subscription: Subscription, new_key: str, settings: Settings) -> list[Any]:
+    """The replaced key keeps signing until its own overlap ends; expired ones are dropped."""
+    now = datetime.now(UTC)
+    still_valid = [
+        entry
+        for entry in subscription.previous_signing_keys
+        if datetime.fromisoformat(entry["expiresAt"]) > now
+    ]
+    expires_at = now + timedelta(seconds=settings.key_rotation_overlap)
+    if expires_at > now:
+        still_valid.append({"key": subscription.signing_key, "expiresAt": expires_at.isoformat()})
+    return still_valid
+
+
+_NOT_NULLABLE = ("url", "signing_key", "status", "event_filters")
+
+
+async def update_subscription(
+    session: AsyncSession,
+    scope: WorkspaceScope,
+    subscription_id: uuid.UUID,
+    body: SubscriptionUpdate,
+    settings: Settings,
+) -> SubscriptionOut:
+    changed = body.model_fields_set
+    if not changed:
+        raise InvalidInput(
+            [],
+            detail="give at least one of url, signingKey, status, eventFilters, template",
+        )
+    for name in _NOT_NULLABLE:
+        if name in changed and getattr(body, name) is None:
+            raise invalid_field(
+                SubscriptionUpdate.model_fields[name].alias or name, "must not be null"
+            )
+    repository = SubscriptionRepository(session)
+    subscription = await repository.get_for_update(scope.workspace_id, subscription_id)
+    if subscription is None:
+        raise NotFound("no such subscription")
+
+    if body.event_filters is not None:
+        filters = _filter_set(subscription.event, body.event_filters)
+        if (filters.channel_id, list(filters.statuses)) != (
+            subscription.channel_id,
+            subscription.statuses,
+        ):
+            await _check_identical_limit(
+                repository, scope.workspace_id, subscription.event, filters, subscription.id
+            )
+        subscription.event_filters = _filters_json(body.event_filters)
+        subscription.channel_id = filters.channel_id
+        subscription.statuses = list(filters.statuses)
+    if body.url is not None:
+        subscription.target_host = await _target_host(body.url, settings)
+        subscription.url = body.url
+    if body.signing_key is not None and body.signing_key != subscription.signing_key:
+        subscription.previous_signing_keys = _rotated_keys(subscription, body.signing_key, settings)
+        subscription.signing_key = body.signing_key
+    if "template" in changed:
+        subscription.template = body.template
+    if body.status is not None:
+        if body.status == "inactive" and subscription.status == "active":
+            await DeliveryRepository(session).fail_pending(subscription.id, INACTIVE_ERROR)
+        if body.status == "active":
+            subscription.failing_since = None
+        subscription.status = body.status
+        subscription.status_reason = None
+    subscription.updated_at = datetime.now(UTC)
+    await session.flush()
+    return to_out(subscription)
+
+
+async def delete_subscription(
+    session: AsyncSession, scope: WorkspaceScope, subscription_id: uuid.UUID
+) -> None:
+    repository = SubscriptionRepository(session)
+    await repository.delete(await _existing(repository, scope, subscription_id))
