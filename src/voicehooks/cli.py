@@ -152,4 +152,4 @@ def bootstrap(
         }
 
     with _database(settings) as database_url:
-        print(json.dumps(asyncio.run(run(database_url))))  # noqa: T201 - the command's output
+        print(json.dumps(asyncio.run(run(database_url))))

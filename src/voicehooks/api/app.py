@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request
@@ -13,8 +14,6 @@ from voicehooks.api import health
 from voicehooks.api.body_limit import BodyLimitMiddleware
 from voicehooks.api.problems import install_problem_handlers
 from voicehooks.config import Settings
-import functools
-
 from voicehooks.db.engine import create_engine, create_sessionmaker, raw_connection
 from voicehooks.deliveries.endpoints import router as deliveries_router
 from voicehooks.ingestion.endpoints import router as ingestion_router

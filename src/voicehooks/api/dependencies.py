@@ -61,8 +61,8 @@ class WorkspaceScope:
 
 
 async def workspace_scope(
-    organizationId: str,  # noqa: N803 - the path parameter's public name
-    workspaceId: str,  # noqa: N803
+    organizationId: str,
+    workspaceId: str,
     session: SessionDep,
     authorization: Annotated[str | None, Security(_access_key_header)] = None,
 ) -> WorkspaceScope:

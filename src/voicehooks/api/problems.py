@@ -130,7 +130,9 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def on_http(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         detail = exc.detail if isinstance(exc.detail, str) else None
-        return problem_response(exc.status_code, detail, headers=exc.headers)
+        return problem_response(
+            exc.status_code, detail, headers=dict(exc.headers) if exc.headers else None
+        )
 
     async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
         return problem_response(500, "internal error")
@@ -141,7 +143,13 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, on_unexpected)
 
 
-PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": Problem, "description": _TITLES[status], "content": {PROBLEM_JSON: {}}}
-    for status in (400, 401, 404, 413, 422)
-}
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for problem+json answers."""
+    return {
+        status: {"model": Problem, "description": _TITLES[status], "content": {PROBLEM_JSON: {}}}
+        for status in statuses
+    }
+
+
+PROBLEM_RESPONSES = problem_responses(400, 401, 404, 413, 422)
+CONFLICT_RESPONSES = problem_responses(409)

@@ -4,7 +4,6 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import asyncpg
-
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -33,5 +32,5 @@ async def raw_connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connectio
     """The pooled asyncpg connection under SQLAlchemy, for statements written for asyncpg."""
     async with engine.connect() as connection:
         raw = await connection.get_raw_connection()
-        yield raw.driver_connection  # type: ignore[misc]
+        yield raw.driver_connection
         await connection.commit()

@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 
 from voicehooks.api.dependencies import ScopeDep, SessionDep, parse_id
 from voicehooks.api.pagination import Limit, PageToken, page_response
-from voicehooks.api.problems import PROBLEM_RESPONSES
+from voicehooks.api.problems import CONFLICT_RESPONSES, PROBLEM_RESPONSES
 from voicehooks.deliveries import service
 from voicehooks.deliveries.schemas import (
     AttemptPage,
@@ -26,12 +26,11 @@ router = APIRouter(
     tags=["deliveries"],
     responses=PROBLEM_RESPONSES,
 )
-_CONFLICT = {409: PROBLEM_RESPONSES[422] | {"description": "Conflict"}}
 
 
 @router.get("/logs", response_model=AttemptPage, summary="Delivery attempts, newest first")
 async def attempt_logs(
-    subscriptionId: str,  # noqa: N803
+    subscriptionId: str,
     scope: ScopeDep,
     session: SessionDep,
     limit: Limit = 10,
@@ -52,7 +51,7 @@ async def attempt_logs(
 
 @router.get("/deliveries", response_model=DeliveryPage, summary="Deliveries, newest first")
 async def list_deliveries(
-    subscriptionId: str,  # noqa: N803
+    subscriptionId: str,
     scope: ScopeDep,
     session: SessionDep,
     limit: Limit = 10,
@@ -75,12 +74,12 @@ async def list_deliveries(
     "/deliveries/{deliveryId}/retry",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=DeliveryOut,
-    responses=_CONFLICT,
+    responses=CONFLICT_RESPONSES,
     summary="One more attempt of a finished delivery, outside the schedule",
 )
 async def retry_delivery(
-    subscriptionId: str,  # noqa: N803
-    deliveryId: str,  # noqa: N803
+    subscriptionId: str,
+    deliveryId: str,
     scope: ScopeDep,
     session: SessionDep,
 ) -> DeliveryOut:
@@ -93,11 +92,11 @@ async def retry_delivery(
     "/recover",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=RecoverOut,
-    responses=_CONFLICT,
+    responses=CONFLICT_RESPONSES,
     summary="Re-queue every failed delivery created since a time",
 )
 async def recover(
-    subscriptionId: str,  # noqa: N803
+    subscriptionId: str,
     body: RecoverIn,
     scope: ScopeDep,
     session: SessionDep,
@@ -109,11 +108,11 @@ async def recover(
     "/test",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=TestOut,
-    responses=_CONFLICT,
+    responses=CONFLICT_RESPONSES,
     summary="Send a synthetic event of the subscription's type",
 )
 async def send_test(
-    subscriptionId: str,  # noqa: N803
+    subscriptionId: str,
     scope: ScopeDep,
     session: SessionDep,
 ) -> TestOut:

@@ -3,10 +3,11 @@
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import and_, case, exists, func, or_, select, update
-from sqlalchemy.orm import aliased
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 from sqlalchemy.sql import Select
 
 from voicehooks.api.pagination import Cursor
@@ -14,8 +15,8 @@ from voicehooks.db.models import Attempt, Delivery
 
 
 def _newest_first(
-    query: Select, model: type[Attempt] | type[Delivery], after: Cursor | None, limit: int
-) -> Select:  # type: ignore[type-arg]
+    query: Select[Any], model: type[Attempt] | type[Delivery], after: Cursor | None, limit: int
+) -> Select[Any]:
     if after is not None:
         created_at, row_id = after
         query = query.where(

@@ -183,7 +183,7 @@ class AttemptRecord:
 
 
 def _live_keys(raw: object, now: datetime) -> tuple[str, ...]:
-    entries = json.loads(raw) if isinstance(raw, str) else (raw or [])
+    entries: list[dict[str, str]] = json.loads(raw) if isinstance(raw, str) else list(raw or [])  # type: ignore[call-overload]
     return tuple(
         entry["key"] for entry in entries if datetime.fromisoformat(entry["expiresAt"]) > now
     )

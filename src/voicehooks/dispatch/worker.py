@@ -257,9 +257,13 @@ class Dispatcher:
         while not self._stopping.is_set():
             lost = asyncio.Event()
             connection = None
+
+            def on_lost(_: object, lost: asyncio.Event = lost) -> None:
+                lost.set()
+
             try:
                 connection = await asyncpg.connect(self.database_url)
-                connection.add_termination_listener(lambda _: lost.set())
+                connection.add_termination_listener(on_lost)
                 await connection.add_listener(DELIVERIES_CHANNEL, lambda *_: self._wake.set())
                 self._wake.set()  # anything notified while we were not listening
                 await asyncio.wait(

@@ -1,5 +1,6 @@
 """Ingestion: validate call events, match subscriptions, store event + deliveries atomically."""
 
+import contextlib
 import json
 import uuid
 from collections.abc import Sequence
@@ -41,10 +42,9 @@ def call_facts(
         )
     channel_raw = payload.get("channelId")
     channel_id = None
-    try:
-        channel_id = uuid.UUID(channel_raw) if isinstance(channel_raw, str) else None
-    except ValueError:
-        pass
+    if isinstance(channel_raw, str):
+        with contextlib.suppress(ValueError):
+            channel_id = uuid.UUID(channel_raw)
     if channel_id is None:
         errors.append(FieldError(field=f"{field}.channelId", message="required: a UUID"))
     status = payload.get("status")
@@ -117,9 +117,11 @@ async def ingest(
     matched: dict[uuid.UUID, list[uuid.UUID]] = {}
     for i in fresh:
         item, fact = events[i], facts[i]
-        key = MatchKey(item.workspace_id, item.event, fact.channel_id)
+        match_key = MatchKey(item.workspace_id, item.event, fact.channel_id)
         subscription_ids = [
-            c.subscription_id for c in candidates_by_key.get(key, ()) if _matches(c, fact.status)
+            c.subscription_id
+            for c in candidates_by_key.get(match_key, [])
+            if _matches(c, fact.status)
         ]
         event_id = uuid.uuid4()
         matched[event_id] = subscription_ids

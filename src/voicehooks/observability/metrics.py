@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 
 import asyncpg
-
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,

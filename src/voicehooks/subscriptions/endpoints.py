@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 
 from voicehooks.api.dependencies import ScopeDep, SessionDep, SettingsDep, parse_id
 from voicehooks.api.pagination import Limit, PageToken, page_response
-from voicehooks.api.problems import PROBLEM_RESPONSES
+from voicehooks.api.problems import CONFLICT_RESPONSES, PROBLEM_RESPONSES
 from voicehooks.subscriptions import service
 from voicehooks.subscriptions.schemas import (
     SubscriptionCreate,
@@ -27,14 +27,13 @@ router = APIRouter(
     tags=["webhook-subscriptions"],
     responses=PROBLEM_RESPONSES,
 )
-_CONFLICT = {409: PROBLEM_RESPONSES[422] | {"description": "Conflict"}}
 
 
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=SubscriptionOut,
-    responses=_CONFLICT,
+    responses=CONFLICT_RESPONSES,
     summary="Create a webhook subscription",
 )
 async def create_subscription(
@@ -62,7 +61,7 @@ async def list_subscriptions(
     "/{subscriptionId}", response_model=SubscriptionOut, summary="Get a webhook subscription"
 )
 async def get_subscription(
-    subscriptionId: str,  # noqa: N803
+    subscriptionId: str,
     scope: ScopeDep,
     session: SessionDep,
 ) -> SubscriptionOut:
@@ -72,11 +71,11 @@ async def get_subscription(
 @router.patch(
     "/{subscriptionId}",
     response_model=SubscriptionOut,
-    responses=_CONFLICT,
+    responses=CONFLICT_RESPONSES,
     summary="Update a webhook subscription",
 )
 async def update_subscription(
-    subscriptionId: str,  # noqa: N803
+    subscriptionId: str,
     body: SubscriptionUpdate,
     scope: ScopeDep,
     session: SessionDep,
@@ -94,7 +93,7 @@ async def update_subscription(
     summary="Delete a webhook subscription",
 )
 async def delete_subscription(
-    subscriptionId: str,  # noqa: N803
+    subscriptionId: str,
     scope: ScopeDep,
     session: SessionDep,
 ) -> Response:

@@ -1,0 +1,156 @@
+"""Fixtures: one migrated database per test session, real HTTP receivers, real dispatchers."""
+
+import asyncio
+import contextlib
+import os
+import socket
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from sqlalchemy.engine import make_url
+
+from tests.support import Receiver, Tenant
+from voicehooks.api.app import create_app
+from voicehooks.config import Settings
+from voicehooks.db.engine import create_engine, create_sessionmaker
+from voicehooks.db.migrate import upgrade
+from voicehooks.db.urls import libpq_url
+from voicehooks.dispatch.worker import Dispatcher
+from voicehooks.observability.metrics import counters
+from voicehooks.tenancy.service import bootstrap
+
+INGEST_TOKEN = "test-ingest-token-0123456789"
+LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
+TABLES = ("organizations", "events", "metric_counters")
+
+
+def _local_server_answers() -> bool:
+    with contextlib.closing(socket.socket()) as probe:
+        probe.settimeout(1)
+        return probe.connect_ex(("127.0.0.1", 5432)) == 0
+
+
+@pytest.fixture(scope="session")
+def server_url() -> Iterator[str]:
+    """A PostgreSQL server: the one named, the local one, or an embedded one."""
+    named = os.environ.get("VOICEHOOKS_TEST_DATABASE_URL")
+    if named:
+        yield named
+    elif _local_server_answers():
+        yield LOCAL_SERVER
+    else:
+        from voicehooks.db.embedded import embedded_postgres
+
+        with tempfile.TemporaryDirectory() as data_dir, embedded_postgres(Path(data_dir)) as url:
+            yield url
+
+
+@pytest.fixture(scope="session")
+async def database_url(server_url: str) -> AsyncIterator[str]:
+    """A fresh database for this session, built by the Alembic migrations."""
+    name = f"voicehooks_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(libpq_url(server_url))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    await upgrade(url)
+    yield url
+    admin = await asyncpg.connect(libpq_url(server_url))
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A direct connection for assertions; every table is emptied after the test."""
+    connection = await asyncpg.connect(libpq_url(database_url))
+    try:
+        yield connection
+    finally:
+        await connection.execute(f"TRUNCATE {', '.join(TABLES)} CASCADE")
+        await connection.close()
+        counters._pending.clear()
+
+
+def make_settings(database_url: str, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "database_url": database_url,
+        "ingest_token": INGEST_TOKEN,
+        "allow_http_targets": True,
+        "allowed_target_networks": "127.0.0.0/8",
+        "delivery_timeout": 2.0,
+        "retry_delays": "0.2,0.2,0.2",
+        "poll_interval": 0.1,
+        "lease_margin": 3.0,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, object]:
+    """Override in a test module (or with indirect parametrization) to change settings."""
+    return {}
+
+
+@pytest.fixture
+def settings(database_url: str, settings_overrides: dict[str, object]) -> Settings:
+    return make_settings(database_url, **settings_overrides)
+
+
+@pytest.fixture
+async def client(
+    settings: Settings, database_url: str, db: asyncpg.Connection
+) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings, database_url)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://voicehooks.test") as http:
+        yield http
+    await app.state.engine.dispose()
+
+
+async def _new_tenant(database_url: str, organization: str, workspace: str) -> Tenant:
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        async with create_sessionmaker(engine)() as session, session.begin():
+            result = await bootstrap(session, organization, workspace)
+    finally:
+        await engine.dispose()
+    return Tenant(result.organization_id, result.workspace_id, result.access_key)
+
+
+@pytest.fixture
+async def tenant(database_url: str, db: asyncpg.Connection) -> Tenant:
+    return await _new_tenant(database_url, "acme", "main")
+
+
+@pytest.fixture
+async def other_tenant(database_url: str, db: asyncpg.Connection) -> Tenant:
+    return await _new_tenant(database_url, "globex", "main")
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    async with Receiver.running() as running:
+        yield running
+
+
+@pytest.fixture
+async def dispatcher(
+    settings: Settings, database_url: str, db: asyncpg.Connection
+) -> AsyncIterator[Dispatcher]:
+    """A dispatcher running in this test's event loop; stopped (gracefully) after the test."""
+    running = Dispatcher(settings, database_url)
+    task = asyncio.create_task(running.run())
+    yield running
+    running.stop()
+    await asyncio.wait_for(task, timeout=30)
