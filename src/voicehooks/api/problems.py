@@ -144,9 +144,14 @@ def install_problem_handlers(app: FastAPI) -> None:
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for problem+json answers."""
+    """OpenAPI entries for problem+json answers (`model` registers the Problem schema)."""
+    schema = {"$ref": "#/components/schemas/Problem"}
     return {
-        status: {"model": Problem, "description": _TITLES[status], "content": {PROBLEM_JSON: {}}}
+        status: {
+            "model": Problem,
+            "description": _TITLES[status],
+            "content": {PROBLEM_JSON: {"schema": schema}},
+        }
         for status in statuses
     }
 

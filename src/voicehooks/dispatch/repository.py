@@ -272,9 +272,8 @@ async def record_attempts(
             [r.retry_in for r in records],
         )
         failing = sorted({r.delivery.subscription_id for r in records if r.outcome != "succeeded"})
-        healthy = sorted(
-            {r.delivery.subscription_id for r in records if r.outcome == "succeeded"} - set(failing)
-        )
+        # A success ends the run of failures; a failure in the same batch starts a new one.
+        healthy = sorted({r.delivery.subscription_id for r in records if r.outcome == "succeeded"})
         if healthy:
             await connection.execute(_MARK_HEALTHY, healthy)
         disabled: list[tuple[uuid.UUID, str]] = []

@@ -74,10 +74,10 @@ class Dispatcher:
                 await asyncio.wait(set(self._in_flight), timeout=self.settings.delivery_timeout + 5)
             for task in self._in_flight:
                 task.cancel()
+            # Let the recorder finish the batch it holds (cancelling it would lose that batch).
+            self.stop()
             self._results_ready.set()
-            recorder.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await recorder
+            await recorder
             await self._record_pending()
             for task in background:
                 task.cancel()
@@ -205,7 +205,7 @@ class Dispatcher:
     # -- recording --------------------------------------------------------------------------
 
     async def _record_loop(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             await self._results_ready.wait()
             self._results_ready.clear()
             await self._record_pending()
@@ -298,4 +298,4 @@ class Dispatcher:
                             log.info("retention_purged", **deleted)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("housekeeping_failed", error=str(exc))
-            await self._sleep(RELEASE_STRANDED_EVERY)
+            await self._sleep(min(RELEASE_STRANDED_EVERY, self.settings.housekeeping_interval))

@@ -72,6 +72,9 @@ _INSERT_EVENTS = text(
                          CAST(:client_ids AS text[]), CAST(:events AS text[]),
                          CAST(:call_ids AS text[]), CAST(:bodies AS text[]),
                          CAST(:delivery_counts AS int[]), CAST(:occurred_ats AS timestamptz[]))
+         AS e(id, workspace_id, client_id, event, call_id, body, delivery_count, occurred_at)
+    -- One key order for every request: concurrent batches sharing client ids cannot deadlock.
+    ORDER BY e.workspace_id, e.client_id
     ON CONFLICT (workspace_id, client_id) DO NOTHING
     RETURNING id
     """

@@ -1,6 +1,7 @@
 """Ingestion: validate call events, match subscriptions, store event + deliveries atomically."""
 
 import contextlib
+import dataclasses
 import json
 import uuid
 from collections.abc import Sequence
@@ -28,6 +29,18 @@ class CallFacts:
     call_id: str
     channel_id: uuid.UUID
     status: str
+    body: str = ""
+
+
+def _storable_text(value: str) -> bool:
+    """Postgres text holds no NUL, and UTF-8 has no lone surrogates (JSON can carry both)."""
+    if "\x00" in value:
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def call_facts(
@@ -36,7 +49,12 @@ def call_facts(
     """The three payload fields that matching needs, checked against SPEC §1 and §3."""
     errors = []
     call_id = payload.get("id")
-    if not isinstance(call_id, str) or not call_id or len(call_id) > MAX_CALL_ID_LENGTH:
+    if (
+        not isinstance(call_id, str)
+        or not call_id
+        or len(call_id) > MAX_CALL_ID_LENGTH
+        or not _storable_text(call_id)
+    ):
         errors.append(
             FieldError(field=f"{field}.id", message="required: the call id, 1–255 characters")
         )
@@ -77,11 +95,17 @@ def validate_events(events: Sequence[EventIn], *, batch: bool) -> list[CallFacts
     facts: list[CallFacts] = []
     errors: list[FieldError] = []
     for index, item in enumerate(events):
-        where = f"events[{index}].payload" if batch else "payload"
+        prefix = f"events[{index}]." if batch else ""
+        where = f"{prefix}payload"
         found, item_errors = call_facts(item.event, item.payload, where)
         errors.extend(item_errors)
+        if item.id is not None and not _storable_text(item.id):
+            errors.append(FieldError(field=f"{prefix}id", message="must be valid Unicode text"))
+        body = delivery_body(item.event, item.payload)
+        if not _storable_text(body):
+            errors.append(FieldError(field=where, message="must be valid Unicode text"))
         if found is not None:
-            facts.append(found)
+            facts.append(dataclasses.replace(found, body=body))
     if errors:
         raise InvalidInput(errors)
     return facts
@@ -132,7 +156,7 @@ async def ingest(
                 client_id=item.id,
                 event=item.event,
                 call_id=fact.call_id,
-                body=delivery_body(item.event, item.payload),
+                body=fact.body,
                 delivery_count=len(subscription_ids),
                 occurred_at=item.occurred_at,
             )

@@ -22,6 +22,13 @@ def _printable(value: str) -> str:
     return value
 
 
+def _storable(value: str) -> str:
+    # PostgreSQL text cannot hold NUL: refuse it here instead of failing with a 500 later.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
 SigningKey = Annotated[
     str,
     Field(min_length=8, max_length=512, description="8–512 printable characters."),
@@ -30,7 +37,7 @@ SigningKey = Annotated[
 TargetUrl = Annotated[
     str, Field(min_length=1, max_length=2048, description="Absolute https URL, no user-info.")
 ]
-Template = Annotated[str, Field(max_length=65536)]
+Template = Annotated[str, Field(max_length=65536), AfterValidator(_storable)]
 SubscriptionStatus = Literal["active", "inactive"]
 
 

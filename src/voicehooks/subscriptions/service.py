@@ -157,12 +157,15 @@ async def list_subscriptions(
 
 
 def _rotated_keys(subscription: Subscription, new_key: str, settings: Settings) -> list[Any]:
-    """The replaced key keeps signing until its own overlap ends; expired ones are dropped."""
+    """The replaced key keeps signing until its own overlap ends; expired ones are dropped.
+
+    A key that becomes current again leaves the list: it signs once, as the current key.
+    """
     now = datetime.now(UTC)
     still_valid = [
         entry
         for entry in subscription.previous_signing_keys
-        if datetime.fromisoformat(entry["expiresAt"]) > now
+        if datetime.fromisoformat(entry["expiresAt"]) > now and entry["key"] != new_key
     ]
     expires_at = now + timedelta(seconds=settings.key_rotation_overlap)
     if expires_at > now:

@@ -17,6 +17,12 @@ RESOLVE_TIMEOUT = 5.0
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
+# Not reachable on the internet, though the `ipaddress` tables of some Python releases call
+# them global: IETF protocol assignments, IPv6 site-local, SRv6 SIDs.
+_ALSO_INTERNAL = tuple(
+    ipaddress.ip_network(network) for network in ("192.0.0.0/24", "fec0::/10", "5f00::/16")
+)
+
 
 class TargetRefused(ValueError):
     """The URL may not be a subscription target; the message says why."""
@@ -42,6 +48,7 @@ def _is_internal(address: IPAddress) -> bool:
         or address.is_reserved
         or address.is_unspecified
         or not address.is_global
+        or any(address in network for network in _ALSO_INTERNAL)
     )
 
 
@@ -58,6 +65,8 @@ def is_blocked_address(address: IPAddress, allowed: Sequence[IPNetwork]) -> bool
 
 def parse_ip_host(host: str) -> IPAddress | None:
     """An IP written any way a resolver would accept it: 127.0.0.1, 2130706433, 0x7f.1, ::1."""
+    if host.endswith(".") and not host.endswith(".."):
+        host = host[:-1]  # "127.0.0.1." is still 127.0.0.1 to a URL parser (WHATWG)
     try:
         return ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:

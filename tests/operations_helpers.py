@@ -1,0 +1,209 @@
+"""Helpers of the operations tests: ingestion, delivery lookups, signatures, real subprocesses."""
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import hmac
+import os
+import signal
+import socket
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+from standardwebhooks import Webhook, WebhookVerificationError
+
+from tests.conftest import INGEST_TOKEN
+from tests.support import Received, Tenant
+from voicehooks.db.engine import create_engine, create_sessionmaker
+from voicehooks.tenancy.service import bootstrap
+
+INGEST_HEADERS = {"Authorization": f"Bearer {INGEST_TOKEN}"}
+# Retry-After above every scheduled delay: the delivery stays pending for about an hour.
+AN_HOUR_LATER = {"Retry-After": "3600"}
+
+
+async def ingest(client: httpx.AsyncClient, item: dict[str, Any]) -> dict[str, Any]:
+    response = await client.post("/internal/v1/events", json=item, headers=INGEST_HEADERS)
+    assert response.status_code == 202, response.text
+    return response.json()
+
+
+async def delivery_of(
+    db: asyncpg.Connection, event_id: str, subscription_id: str
+) -> asyncpg.Record | None:
+    return await db.fetchrow(
+        "SELECT id, state, attempts, next_attempt_at, last_error FROM deliveries "
+        "WHERE event_id = $1 AND subscription_id = $2",
+        uuid.UUID(event_id),
+        uuid.UUID(subscription_id),
+    )
+
+
+async def wait_for_delivery(
+    db: asyncpg.Connection,
+    event_id: str,
+    subscription_id: str,
+    *,
+    state: str | None = None,
+    attempts: int | None = None,
+    timeout: float = 10.0,
+) -> asyncpg.Record:
+    """Wait until the delivery of the event to the subscription is in `state` after `attempts`."""
+    from tests.support import wait_until
+
+    async def reached() -> asyncpg.Record | None:
+        row = await delivery_of(db, event_id, subscription_id)
+        if row is None:
+            return None
+        if state is not None and row["state"] != state:
+            return None
+        if attempts is not None and row["attempts"] != attempts:
+            return None
+        return row
+
+    return await wait_until(reached, timeout=timeout)
+
+
+async def new_workspace(database_url: str, organization: str, workspace: str) -> Tenant:
+    """An organization/workspace (created or reused) and a fresh access key for it."""
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        async with create_sessionmaker(engine)() as session, session.begin():
+            result = await bootstrap(session, organization, workspace)
+    finally:
+        await engine.dispose()
+    return Tenant(result.organization_id, result.workspace_id, result.access_key)
+
+
+# -- signatures, as a receiver checks them ------------------------------------------------------
+
+
+def _lower(headers: dict[str, str]) -> dict[str, str]:
+    return {key.lower(): value for key, value in headers.items()}
+
+
+def signature_entries(received: Received) -> list[str]:
+    return _lower(received.headers)["webhook-signature"].split(" ")
+
+
+def standard_verifies(key: str, received: Received, signature: str | None = None) -> bool:
+    """Does a `standardwebhooks` receiver holding `key` accept this request?"""
+    headers = _lower(received.headers)
+    checked = {
+        "webhook-id": headers["webhook-id"],
+        "webhook-timestamp": headers["webhook-timestamp"],
+        "webhook-signature": signature or headers["webhook-signature"],
+    }
+    try:
+        Webhook(key.encode()).verify(received.body, checked)
+    except WebhookVerificationError:
+        return False
+    return True
+
+
+def bird_signature(key: str, received: Received, url: str) -> str:
+    """Bird's `messagebird-signature` of the request, computed as a Bird receiver does."""
+    timestamp = _lower(received.headers)["messagebird-request-timestamp"]
+    message = f"{timestamp}\n{url}\n".encode() + hashlib.sha256(received.body).digest()
+    return base64.b64encode(hmac.new(key.encode(), message, hashlib.sha256).digest()).decode()
+
+
+def header(received: Received, name: str) -> str:
+    return _lower(received.headers)[name.lower()]
+
+
+# -- metrics ------------------------------------------------------------------------------------
+
+
+async def scrape(client: httpx.AsyncClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """GET /metrics, parsed: {(sample name, sorted labels): value}."""
+    response = await client.get("/metrics")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain")
+    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def sample(
+    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str
+) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+# -- real processes -----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket()) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def service_environment(database_url: str, **extra: str) -> dict[str, str]:
+    """The environment of a voicehooks process for these tests: fast retries, local targets."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("VOICEHOOKS_")}
+    env.update(
+        {
+            "VOICEHOOKS_DATABASE_URL": database_url,
+            "VOICEHOOKS_ALLOW_HTTP_TARGETS": "true",
+            "VOICEHOOKS_ALLOWED_TARGET_NETWORKS": "127.0.0.0/8",
+            "VOICEHOOKS_POLL_INTERVAL": "0.1",
+            "VOICEHOOKS_RETRY_DELAYS": "0.2,0.2,0.2",
+            "VOICEHOOKS_DELIVERY_TIMEOUT": "2",
+            "VOICEHOOKS_LEASE_MARGIN": "3",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+async def run_command(env: dict[str, str], *args: str, timeout: float = 30.0) -> tuple[str, str]:
+    """Run `voicehooks <args>` to completion; (stdout, stderr)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "voicehooks",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
+    assert process.returncode == 0, stderr.decode()
+    return stdout.decode(), stderr.decode()
+
+
+@contextlib.asynccontextmanager
+async def running(env: dict[str, str], stderr_path: Path, *args: str) -> AsyncIterator[None]:
+    """`voicehooks <args>` running in the background, its stderr in a file; stopped by SIGTERM."""
+    with stderr_path.open("wb") as stderr:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "voicehooks",
+            *args,
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=stderr,
+        )
+        try:
+            yield
+        finally:
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(process.wait(), 20)
+                except TimeoutError:
+                    process.kill()
+                    await process.wait()

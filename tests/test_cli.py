@@ -1,0 +1,184 @@
+"""SPEC §5: the `voicehooks` command, run as real processes."""
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import sys
+import uuid
+
+import httpx
+
+from tests.subscriptions_helpers import assert_problem
+from tests.support import SEED_BODY, Tenant, wait_until
+
+COMMAND_TIMEOUT = 90.0
+
+
+def _environment(**values: str) -> dict[str, str]:
+    """This environment without any VOICEHOOKS_* setting, plus the given ones."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("VOICEHOOKS_")}
+    env.update(values)
+    return env
+
+
+async def _run(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "voicehooks",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), COMMAND_TIMEOUT)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+def _only_json_object(stdout: str) -> dict[str, str]:
+    """stdout holds one JSON object and nothing else."""
+    assert stdout.endswith("\n") and stdout.count("\n") == 1, stdout
+    printed = json.loads(stdout)
+    assert set(printed) == {"organizationId", "workspaceId", "accessKey"}
+    uuid.UUID(printed["organizationId"])
+    uuid.UUID(printed["workspaceId"])
+    assert len(printed["accessKey"]) >= 32
+    return printed
+
+
+def _tenant(printed: dict[str, str]) -> Tenant:
+    return Tenant(
+        uuid.UUID(printed["organizationId"]),
+        uuid.UUID(printed["workspaceId"]),
+        printed["accessKey"],
+    )
+
+
+def _free_port() -> int:
+    with contextlib.closing(socket.socket()) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+async def test_bootstrap_prints_one_json_object_and_reuses_the_tenancy(client, database_url, db):
+    env = _environment(VOICEHOOKS_DATABASE_URL=database_url)
+    args = ("bootstrap", "--organization", "cli-org", "--workspace", "cli-ws")
+    code, stdout, stderr = await _run(*args, env=env)
+    assert code == 0, stderr
+    first = _only_json_object(stdout)
+    assert first["accessKey"] not in stderr
+
+    code, stdout, stderr = await _run(*args, env=env)
+    assert code == 0, stderr
+    second = _only_json_object(stdout)
+    assert second["organizationId"] == first["organizationId"]
+    assert second["workspaceId"] == first["workspaceId"]
+    assert second["accessKey"] != first["accessKey"]
+
+    names = await db.fetch(
+        "SELECT o.name AS organization, w.name AS workspace "
+        "FROM organizations o JOIN workspaces w ON w.organization_id = o.id"
+    )
+    assert [(row["organization"], row["workspace"]) for row in names] == [("cli-org", "cli-ws")]
+    # Both keys open the workspace.
+    for printed in (first, second):
+        tenant = _tenant(printed)
+        response = await client.get(tenant.subscriptions, headers=tenant.headers)
+        assert response.status_code == 200, response.text
+
+
+async def test_bootstrap_names_default_and_the_asyncpg_url_form_works(client, database_url, db):
+    asyncpg_form = database_url.replace("postgresql://", "postgresql+asyncpg://", 1)
+    code, stdout, stderr = await _run(
+        "bootstrap", env=_environment(VOICEHOOKS_DATABASE_URL=asyncpg_form)
+    )
+    assert code == 0, stderr
+    tenant = _tenant(_only_json_object(stdout))
+    row = await db.fetchrow(
+        "SELECT o.name AS organization, w.name AS workspace FROM workspaces w "
+        "JOIN organizations o ON o.id = w.organization_id WHERE w.id = $1",
+        tenant.workspace_id,
+    )
+    assert (row["organization"], row["workspace"]) == ("default", "default")
+    response = await client.post(tenant.subscriptions, json=SEED_BODY, headers=tenant.headers)
+    assert response.status_code == 201, response.text
+
+
+async def test_bootstrap_refuses_a_database_url_that_is_not_postgres():
+    code, stdout, _ = await _run(
+        "bootstrap", env=_environment(VOICEHOOKS_DATABASE_URL="mysql://root@127.0.0.1/x")
+    )
+    assert code != 0
+    assert stdout == ""
+
+
+async def test_serve_with_an_embedded_postgres(tmp_path):
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = _environment(VOICEHOOKS_DATA_DIR=str(tmp_path / "data"))
+    stdout_path, stderr_path = tmp_path / "serve.out", tmp_path / "serve.err"
+    with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
+        serve = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "voicehooks",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            env=env,
+            stdout=stdout,
+            stderr=stderr,
+        )
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=5.0) as http:
+
+            async def ready() -> bool:
+                if serve.returncode is not None:
+                    raise AssertionError(f"serve exited: {stderr_path.read_text()}")
+                try:
+                    return (await http.get("/readyz")).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            await wait_until(ready, timeout=COMMAND_TIMEOUT, interval=0.2)
+            assert (await http.get("/healthz")).json() == {"status": "ok"}
+
+            # A second process finds the same embedded database through the data directory.
+            code, out, err = await _run("bootstrap", env=env)
+            assert code == 0, err
+            printed = _only_json_object(out)
+            tenant = _tenant(printed)
+
+            created = await http.post(tenant.subscriptions, json=SEED_BODY, headers=tenant.headers)
+            assert created.status_code == 201, created.text
+            assert created.json()["signingKey"] == "********"
+            listed = await http.get(tenant.subscriptions, headers=tenant.headers)
+            assert [item["id"] for item in listed.json()["results"]] == [created.json()["id"]]
+            assert_problem(await http.get(tenant.subscriptions), 401)
+            # The server outlived the bootstrap process that shared its database.
+            assert (await http.get("/readyz")).status_code == 200
+    finally:
+        if serve.returncode is None:
+            serve.send_signal(signal.SIGTERM)
+        try:
+            code = await asyncio.wait_for(serve.wait(), 30)
+        except TimeoutError:
+            serve.kill()
+            await serve.wait()
+            raise AssertionError("serve did not stop on SIGTERM") from None
+    assert code == 0, stderr_path.read_text()
+
+    logs = stdout_path.read_text() + stderr_path.read_text()
+    assert "webhook-subscriptions" in logs  # requests are logged...
+    assert printed["accessKey"] not in logs  # ...but never the access key
+    assert SEED_BODY["signingKey"] not in logs  # ...nor the signing key

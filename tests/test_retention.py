@@ -1,0 +1,142 @@
+"""Retention (SPEC §5): the worker purges old events, final deliveries and attempts."""
+
+import uuid
+
+import pytest
+
+from tests.operations_helpers import AN_HOUR_LATER, ingest, wait_for_delivery
+from tests.support import Reply, call_event, create_subscription, wait_until
+
+FAST_HOUSEKEEPING = {"housekeeping_interval": 0.2}
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, object]:
+    return dict(FAST_HOUSEKEEPING)
+
+
+async def _delivered(client, db, tenant, sub, receiver, call_id, reply, **wait):
+    receiver.reply(reply)
+    result = await ingest(client, call_event(tenant.workspace_id, call_id=call_id))
+    row = await wait_for_delivery(db, result["id"], sub["id"], **wait)
+    return uuid.UUID(result["id"]), row["id"]
+
+
+async def _age(db, days: float, event_id, delivery_id=None, *, attempts: bool = True) -> None:
+    interval = f"now() - make_interval(secs => {days * 86400})"
+    await db.execute(f"UPDATE events SET created_at = {interval} WHERE id = $1", event_id)
+    if delivery_id is not None:
+        await db.execute(
+            f"UPDATE deliveries SET created_at = {interval} WHERE id = $1", delivery_id
+        )
+        if attempts:
+            await db.execute(
+                f"UPDATE attempts SET created_at = {interval} WHERE delivery_id = $1", delivery_id
+            )
+
+
+async def _exists(db, table: str, row_id) -> bool:
+    return bool(await db.fetchval(f"SELECT count(*) FROM {table} WHERE id = $1", row_id))
+
+
+async def _attempt_count(db, delivery_id) -> int:
+    return int(
+        await db.fetchval("SELECT count(*) FROM attempts WHERE delivery_id = $1", delivery_id)
+    )
+
+
+async def test_old_rows_are_purged_but_never_a_pending_delivery(
+    client, db, tenant, receiver, dispatcher
+):
+    sub = await create_subscription(client, tenant, url=f"{receiver.url}/hook")
+    old_ok = await _delivered(
+        client, db, tenant, sub, receiver, "old-ok", Reply(200), state="succeeded"
+    )
+    old_down = await _delivered(
+        client, db, tenant, sub, receiver, "old-down", Reply(500), state="failed", attempts=4
+    )
+    pending = await _delivered(
+        client,
+        db,
+        tenant,
+        sub,
+        receiver,
+        "waiting",
+        Reply(503, headers=AN_HOUR_LATER),
+        state="pending",
+        attempts=1,
+    )
+    young = await _delivered(
+        client, db, tenant, sub, receiver, "young", Reply(200), state="succeeded"
+    )
+    unmatched = await ingest(
+        client, call_event(tenant.workspace_id, event="voice.outbound", call_id="nobody")
+    )
+    assert unmatched["deliveries"] == 0
+    unmatched_id = uuid.UUID(unmatched["id"])
+
+    await _age(db, 31, *old_ok)
+    await _age(db, 31, *old_down)
+    await _age(db, 31, *pending, attempts=False)
+    await _age(db, 31, unmatched_id)
+    await _age(db, 29, *young)
+
+    async def purged() -> bool:
+        return not any(
+            [
+                await _exists(db, "events", old_ok[0]),
+                await _exists(db, "events", old_down[0]),
+                await _exists(db, "events", unmatched_id),
+                await _exists(db, "deliveries", old_ok[1]),
+                await _exists(db, "deliveries", old_down[1]),
+                await _attempt_count(db, old_ok[1]),
+                await _attempt_count(db, old_down[1]),
+            ]
+        )
+
+    await wait_until(purged, timeout=10)
+    for event_id, delivery_id in (pending, young):
+        assert await _exists(db, "events", event_id)
+        assert await _exists(db, "deliveries", delivery_id)
+        assert await _attempt_count(db, delivery_id) == 1
+
+    listed = await client.get(
+        f"{tenant.subscription(sub['id'])}/deliveries", headers=tenant.headers
+    )
+    assert {d["id"] for d in listed.json()["results"]} == {str(pending[1]), str(young[1])}
+    logs = await client.get(
+        f"{tenant.subscription(sub['id'])}/logs", params={"limit": 100}, headers=tenant.headers
+    )
+    assert {entry["deliveryId"] for entry in logs.json()["results"]} == {
+        str(pending[1]),
+        str(young[1]),
+    }
+
+    # The pending delivery, however old, is still delivered when its time comes.
+    receiver.reply(Reply(200))
+    await db.execute("UPDATE deliveries SET next_attempt_at = now() WHERE id = $1", pending[1])
+    await wait_for_delivery(db, str(pending[0]), sub["id"], state="succeeded", attempts=2)
+    assert receiver.requests[-1].json()["payload"]["id"] == "waiting"
+
+
+@pytest.mark.parametrize("settings_overrides", [{**FAST_HOUSEKEEPING, "retention_days": 1}])
+async def test_the_retention_period_is_a_setting(client, db, tenant, receiver, dispatcher):
+    sub = await create_subscription(client, tenant, url=f"{receiver.url}/hook")
+    two_days = await _delivered(
+        client, db, tenant, sub, receiver, "two-days", Reply(200), state="succeeded"
+    )
+    half_a_day = await _delivered(
+        client, db, tenant, sub, receiver, "half-a-day", Reply(200), state="succeeded"
+    )
+    await _age(db, 2, *two_days)
+    await _age(db, 0.5, *half_a_day)
+
+    async def gone() -> bool:
+        return not await _exists(db, "deliveries", two_days[1]) and not await _exists(
+            db, "events", two_days[0]
+        )
+
+    await wait_until(gone, timeout=10)
+    assert await _exists(db, "deliveries", half_a_day[1])
+    assert await _exists(db, "events", half_a_day[0])
+    assert await _attempt_count(db, half_a_day[1]) == 1
