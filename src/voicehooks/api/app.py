@@ -6,7 +6,7 @@ import functools
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 import voicehooks
@@ -57,7 +57,13 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     app.include_router(deliveries_router)
     app.include_router(ingestion_router)
 
-    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        summary="Prometheus metrics",
+        response_class=PlainTextResponse,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    )
     async def metrics(request: Request) -> Response:
         return Response(
             await render_metrics(request.app.state.engine), media_type=CONTENT_TYPE_LATEST

@@ -33,7 +33,6 @@ from voicehooks.subscriptions.service import INACTIVE_ERROR
 log = structlog.get_logger("voicehooks.dispatch")
 
 CLAIM_BATCH = 100
-RELEASE_STRANDED_EVERY = 5.0
 RECONNECT_DELAY = 1.0
 
 
@@ -298,4 +297,4 @@ class Dispatcher:
                             log.info("retention_purged", **deleted)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("housekeeping_failed", error=str(exc))
-            await self._sleep(min(RELEASE_STRANDED_EVERY, self.settings.housekeeping_interval))
+            await self._sleep(min(self.settings.poll_interval, self.settings.housekeeping_interval))

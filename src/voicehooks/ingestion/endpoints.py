@@ -3,6 +3,7 @@
 import hmac
 from typing import Annotated
 
+import structlog
 from fastapi import APIRouter, Depends, Security, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -44,6 +45,9 @@ router = APIRouter(
 )
 async def ingest_event(body: EventIn, session: SessionDep) -> IngestResult:
     (result,) = await service.ingest(session, [body])
+    structlog.contextvars.bind_contextvars(
+        workspace_id=str(body.workspace_id), event_id=str(result.id)
+    )
     return result
 
 
@@ -54,4 +58,9 @@ async def ingest_event(body: EventIn, session: SessionDep) -> IngestResult:
     summary="Report up to 1000 call-status changes at once",
 )
 async def ingest_batch(body: EventBatchIn, session: SessionDep) -> BatchResult:
-    return BatchResult(results=await service.ingest(session, body.events, batch=True))
+    results = await service.ingest(session, body.events, batch=True)
+    structlog.contextvars.bind_contextvars(
+        workspace_ids=sorted({str(item.workspace_id) for item in body.events}),
+        event_ids=[str(result.id) for result in results],
+    )
+    return BatchResult(results=results)

@@ -45,6 +45,13 @@ def configure_logging(level: str = "INFO") -> None:
     )
 
 
+_PATH_IDS = {
+    "workspaceId": "workspace_id",
+    "subscriptionId": "subscription_id",
+    "deliveryId": "delivery_id",
+}
+
+
 class RequestLogMiddleware:
     """One log line per request: method, path, status, duration (never headers or bodies)."""
 
@@ -70,13 +77,17 @@ class RequestLogMiddleware:
             await self.app(scope, receive, capture)
         finally:
             path_params = scope.get("path_params") or {}
+            ids = {
+                field: path_params[param]
+                for param, field in _PATH_IDS.items()
+                if param in path_params
+            }
+            # Handlers bind what the path does not show (e.g. ingested event ids).
             self.log.info(
                 "request",
                 method=scope["method"],
                 path=scope["path"],
                 status=status,
                 duration_ms=round((time.perf_counter() - started) * 1000, 1),
-                workspace_id=path_params.get("workspaceId"),
-                subscription_id=path_params.get("subscriptionId"),
-                delivery_id=path_params.get("deliveryId"),
+                **ids,
             )

@@ -1,0 +1,104 @@
+"""Isolation (SPEC §4): a slow receiver holds back only itself; in-flight work is bounded."""
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
+
+from tests.delivery_helpers import ingest_batch, running_dispatcher
+from tests.support import call_event, create_subscription, wait_until
+
+
+class CountingServer:
+    """A receiver on one loopback address that answers after `delay` and counts concurrency."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.arrived = 0
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.release = asyncio.Event()
+
+    async def handle(self, _: web.Request) -> web.Response:
+        self.arrived += 1
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.release.wait(), self.delay)
+            return web.Response(text="ok")
+        finally:
+            self.in_flight -= 1
+
+
+@contextlib.asynccontextmanager
+async def serving(host: str, delay: float) -> AsyncIterator[tuple[CountingServer, str]]:
+    server = CountingServer(delay)
+    app = web.Application()
+    app.router.add_post("/hook", server.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield server, f"http://{host}:{port}/hook"
+    finally:
+        server.release.set()
+        await runner.cleanup()
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, object]:
+    return {"delivery_timeout": 8.0}
+
+
+async def test_a_slow_host_does_not_hold_back_another_host(client, tenant, database_url, db):
+    async with (
+        serving("127.0.0.1", delay=6.0) as (slow, slow_url),
+        serving("127.0.0.2", delay=0.0) as (fast, fast_url),
+    ):
+        await create_subscription(client, tenant, url=slow_url)
+        await ingest_batch(
+            client,
+            [call_event(tenant.workspace_id, call_id=f"slow-{n}") for n in range(20)],
+        )
+        async with running_dispatcher(
+            database_url, max_in_flight=10, max_in_flight_per_host=3, delivery_timeout=8.0
+        ):
+            # The slow host takes its three places and keeps them.
+            await wait_until(lambda: slow.in_flight == 3, timeout=5)
+            await create_subscription(client, tenant, url=fast_url, event="voice.outbound")
+            await ingest_batch(
+                client,
+                [
+                    call_event(tenant.workspace_id, call_id=f"fast-{n}", event="voice.outbound")
+                    for n in range(30)
+                ],
+            )
+            # Every fast delivery arrives while the slow host is still busy with its first three.
+            await wait_until(lambda: fast.arrived == 30, timeout=4)
+            assert slow.arrived == 3
+            assert slow.most_in_flight == 3
+            assert fast.most_in_flight <= 3
+            slow.release.set()
+            await wait_until(lambda: slow.arrived == 20, timeout=15)
+
+
+async def test_requests_in_flight_never_exceed_the_global_bound(client, tenant, database_url, db):
+    async with serving("127.0.0.1", delay=0.3) as (receiver, url):
+        for event in ("voice.inbound", "voice.outbound"):
+            await create_subscription(client, tenant, url=url, event=event)
+        await ingest_batch(
+            client,
+            [
+                call_event(tenant.workspace_id, call_id=f"call-{n}", event=event)
+                for n in range(15)
+                for event in ("voice.inbound", "voice.outbound")
+            ],
+        )
+        async with running_dispatcher(database_url, max_in_flight=4, max_in_flight_per_host=64):
+            await wait_until(lambda: receiver.arrived == 30, timeout=15)
+        assert receiver.most_in_flight == 4
