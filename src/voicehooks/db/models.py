@@ -161,7 +161,8 @@ class Delivery(Base):
             postgresql_where=text("state = 'pending' AND next_attempt_at IS NULL"),
         ),
         Index("ix_deliveries_listing", "subscription_id", "created_at", "id"),
-        Index("ix_deliveries_retention", "created_at", postgresql_where=text("state <> 'pending'")),
+        # Room on each page so that a claim (which changes no indexed column) is a HOT update.
+        {"postgresql_with": {"fillfactor": "70"}},
     )
 
     id: Mapped[uuid.UUID] = _uuid_pk()
@@ -172,12 +173,15 @@ class Delivery(Base):
         ForeignKey("subscriptions.id", ondelete="CASCADE")
     )
     call_id: Mapped[str]
-    seq: Mapped[int] = mapped_column(BigInteger, Identity(), unique=True)
+    # Ingestion order, for the order per call.
+    seq: Mapped[int] = mapped_column(BigInteger, Identity())
     state: Mapped[str] = mapped_column(server_default="pending")
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")
-    # When the next attempt is due; while a worker holds the delivery, when its lease ends;
-    # null while it waits for an earlier delivery of the same call, and once final.
+    # When the next attempt is due; null while the delivery waits for an earlier delivery of
+    # the same call, and once it is final.
     next_attempt_at: Mapped[datetime | None]
+    # Set by a claim: the delivery is in flight until then; after it, any worker may claim it.
+    leased_until: Mapped[datetime | None]
     # Set by a claim; a result is recorded only by the worker holding the current token.
     claim_token: Mapped[uuid.UUID | None]
     # Null: the retry schedule decides. A number: final after that many (retry and recover).

@@ -46,6 +46,7 @@ _REQUEUE_VALUES = {
         else_=func.now(),
     ),
     "claim_token": None,
+    "leased_until": None,
     "last_error": None,
     "updated_at": func.now(),
 }
@@ -63,6 +64,7 @@ class DeliveryRepository:
                 state="failed",
                 next_attempt_at=None,
                 claim_token=None,
+                leased_until=None,
                 last_error=error,
                 updated_at=func.now(),
             )

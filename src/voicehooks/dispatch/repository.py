@@ -17,6 +17,7 @@ WITH candidates AS (
     FROM deliveries d
     JOIN subscriptions s ON s.id = d.subscription_id
     WHERE d.state = 'pending' AND d.next_attempt_at <= now()
+      AND (d.leased_until IS NULL OR d.leased_until < now())
       AND s.status = 'active'
       AND s.target_host <> ALL($1::text[])
       AND NOT EXISTS (
@@ -36,9 +37,10 @@ WITH candidates AS (
     SELECT id FROM ranked WHERE position <= host_free ORDER BY next_attempt_at LIMIT $3
 )
 UPDATE deliveries d
-SET claim_token = $7, next_attempt_at = now() + make_interval(secs => $8)
-FROM chosen, subscriptions s, events e
-WHERE d.id = chosen.id AND s.id = d.subscription_id AND e.id = d.event_id
+SET claim_token = $7, leased_until = now() + make_interval(secs => $8)
+FROM subscriptions s, events e
+WHERE d.id = ANY(ARRAY(SELECT id FROM chosen))
+  AND s.id = d.subscription_id AND e.id = d.event_id
 RETURNING d.id, d.attempts, d.attempts_allowed, d.subscription_id, d.event_id, d.call_id,
           s.url, s.target_host, s.signing_key, s.previous_signing_keys, e.body, e.event,
           s.workspace_id
@@ -51,6 +53,7 @@ UPDATE deliveries d SET
     next_attempt_at = CASE WHEN r.outcome = 'retry'
                            THEN now() + make_interval(secs => r.delay) END,
     claim_token = NULL,
+    leased_until = NULL,
     updated_at = now()
 FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::float8[]) AS r(id, token, outcome, delay)
 WHERE d.id = r.id AND d.claim_token = r.token
@@ -96,7 +99,8 @@ RETURNING id
 
 _FAIL_PENDING = """
 UPDATE deliveries
-SET state = 'failed', next_attempt_at = NULL, claim_token = NULL, last_error = $2,
+SET state = 'failed', next_attempt_at = NULL, claim_token = NULL, leased_until = NULL,
+    last_error = $2,
     updated_at = now()
 WHERE subscription_id = ANY($1::uuid[]) AND state = 'pending'
 """
@@ -104,13 +108,13 @@ WHERE subscription_id = ANY($1::uuid[]) AND state = 'pending'
 # After a delivery is final, the next delivery of the same call (if it waits) becomes due.
 _RELEASE_NEXT_OF_CALLS = """
 UPDATE deliveries d SET next_attempt_at = now()
-FROM (
-    SELECT DISTINCT ON (p.subscription_id, p.call_id) p.id, p.next_attempt_at
-    FROM deliveries p
-    JOIN unnest($1::uuid[], $2::text[]) AS k(subscription_id, call_id)
-      ON p.subscription_id = k.subscription_id AND p.call_id = k.call_id
-    WHERE p.state = 'pending'
-    ORDER BY p.subscription_id, p.call_id, p.seq
+FROM (SELECT DISTINCT * FROM unnest($1::uuid[], $2::text[])) AS k(subscription_id, call_id)
+CROSS JOIN LATERAL (
+    SELECT p.id, p.next_attempt_at FROM deliveries p
+    WHERE p.subscription_id = k.subscription_id AND p.call_id = k.call_id
+      AND p.state = 'pending'
+    ORDER BY p.seq
+    LIMIT 1
 ) AS head
 WHERE d.id = head.id AND head.next_attempt_at IS NULL
 """
@@ -126,16 +130,13 @@ WHERE d.state = 'pending' AND d.next_attempt_at IS NULL
         AND earlier.state = 'pending' AND earlier.seq < d.seq)
 """
 
+# Retention walks events by age (ix_events_created_at) and reaches deliveries through
+# ix_deliveries_event_id; attempts go with their delivery (ON DELETE CASCADE).
 _PURGE = {
-    "attempts": """
-        DELETE FROM attempts WHERE id IN (
-            SELECT id FROM attempts WHERE created_at < now() - make_interval(secs => $1)
-            LIMIT $2)
-    """,
     "deliveries": """
         DELETE FROM deliveries WHERE id IN (
-            SELECT id FROM deliveries
-            WHERE state <> 'pending' AND created_at < now() - make_interval(secs => $1)
+            SELECT d.id FROM events e JOIN deliveries d ON d.event_id = e.id
+            WHERE e.created_at < now() - make_interval(secs => $1) AND d.state <> 'pending'
             LIMIT $2)
     """,
     "events": """
@@ -146,6 +147,22 @@ _PURGE = {
             LIMIT $2)
     """,
 }
+
+
+async def _pin_index_plans(connection: asyncpg.Connection, *, allow_sort: bool) -> None:
+    """Make this transaction's statements reach rows through indexes and nested loops.
+
+    The dispatcher's statements touch a batch of rows by key, but the deliveries table changes
+    faster than planner statistics follow (autovacuum may lag, or be off), and stale estimates
+    turn them into scans of the whole table. The penalty that rules the other plans out would
+    also trigger JIT compilation (hundreds of ms), so JIT goes too.
+    """
+    await connection.execute(
+        "SELECT set_config('enable_seqscan', 'off', true),"
+        " set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true),"
+        " set_config('jit', 'off', true), set_config('enable_sort', $1, true)",
+        "on" if allow_sort else "off",
+    )
 
 
 @dataclass(frozen=True)
@@ -202,17 +219,12 @@ async def claim(
     full_hosts = [host for host, free in host_free.items() if free <= 0]
     busy = [(host, free) for host, free in host_free.items() if free > 0]
     async with connection.transaction():
-        # The queue grows faster than planner statistics follow (autovacuum may lag or be off);
-        # with sorting ruled out, the plan walks ix_deliveries_due in order and stops early
-        # instead of sorting every due row. The penalty that rules sorting out would also
-        # trigger JIT compilation (hundreds of ms), so JIT goes too.
-        await connection.execute(
-            "SELECT set_config('enable_sort', 'off', true), set_config('jit', 'off', true)"
-        )
+        # With sorting ruled out too, the plan walks ix_deliveries_due in order and stops early.
+        await _pin_index_plans(connection, allow_sort=False)
         rows = await connection.fetch(
             _CLAIM,
             full_hosts,
-            limit * 4,
+            limit,
             limit,
             per_host,
             [host for host, _ in busy],
@@ -257,6 +269,10 @@ async def record_attempts(
 ) -> RecordSummary:
     """Store a batch of attempt results and their consequences, in one transaction."""
     async with connection.transaction():
+        await _pin_index_plans(connection, allow_sort=True)
+        # Losing this commit in a database crash only means the deliveries are sent again
+        # after their lease (at least once still holds), so it need not wait for the WAL flush.
+        await connection.execute("SET LOCAL synchronous_commit = off")
         await connection.execute(
             _INSERT_ATTEMPTS,
             [uuid.uuid4() for _ in records],
@@ -314,7 +330,7 @@ async def release_stranded(connection: asyncpg.Connection) -> int:
 async def purge_older_than(
     connection: asyncpg.Connection, seconds: float, batch: int = 1000, max_batches: int = 100
 ) -> dict[str, int]:
-    """Delete old attempts, final deliveries and events in short batches (no long locks)."""
+    """Delete old final deliveries (with their attempts) and events in short batches."""
     deleted: dict[str, int] = {}
     for table, statement in _PURGE.items():
         deleted[table] = 0

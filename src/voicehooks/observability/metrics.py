@@ -157,13 +157,13 @@ async def render_metrics(engine: AsyncEngine) -> bytes:
         backlog = (
             await connection.execute(
                 text(
-                    # A claim moves next_attempt_at to the end of its lease, so "due" is
-                    # everything whose time has come, expired leases included.
-                    "SELECT count(*) FILTER (WHERE next_attempt_at <= now()) AS due, "
-                    "COALESCE(EXTRACT(EPOCH FROM now() - min(next_attempt_at)), 0) AS oldest, "
-                    "count(*) FILTER (WHERE claim_token IS NOT NULL AND next_attempt_at > now())"
-                    " AS in_flight "
-                    "FROM deliveries WHERE state = 'pending'"
+                    # Due: its time has come and no worker holds it (or its lease ran out).
+                    "WITH pending AS (SELECT next_attempt_at, leased_until > now() AS held "
+                    "FROM deliveries WHERE state = 'pending') "
+                    "SELECT count(*) FILTER (WHERE next_attempt_at <= now() AND held IS NOT TRUE)"
+                    " AS due, COALESCE(EXTRACT(EPOCH FROM now() - min(next_attempt_at) FILTER ("
+                    "WHERE held IS NOT TRUE)), 0) AS oldest, "
+                    "count(*) FILTER (WHERE held) AS in_flight FROM pending"
                 )
             )
         ).one()

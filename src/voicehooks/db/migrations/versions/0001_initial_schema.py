@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 11:53:23.763277
+Create Date: 2026-11-25 12:31:06.214444
 """
 
 from collections.abc import Sequence
@@ -180,6 +180,7 @@ def upgrade() -> None:
         sa.Column("state", sa.Text(), server_default="pending", nullable=False),
         sa.Column("attempts", sa.Integer(), server_default="0", nullable=False),
         sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("leased_until", sa.DateTime(timezone=True), nullable=True),
         sa.Column("claim_token", sa.UUID(), nullable=True),
         sa.Column("attempts_allowed", sa.Integer(), nullable=True),
         sa.Column("last_error", sa.Text(), nullable=True),
@@ -208,7 +209,7 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_deliveries")),
-        sa.UniqueConstraint("seq", name=op.f("uq_deliveries_seq")),
+        postgresql_with={"fillfactor": "70"},
     )
     op.create_index(
         "ix_deliveries_call_order",
@@ -227,13 +228,6 @@ def upgrade() -> None:
     op.create_index(op.f("ix_deliveries_event_id"), "deliveries", ["event_id"], unique=False)
     op.create_index(
         "ix_deliveries_listing", "deliveries", ["subscription_id", "created_at", "id"], unique=False
-    )
-    op.create_index(
-        "ix_deliveries_retention",
-        "deliveries",
-        ["created_at"],
-        unique=False,
-        postgresql_where=sa.text("state <> 'pending'"),
     )
     op.create_index(
         "ix_deliveries_waiting",
@@ -285,11 +279,6 @@ def downgrade() -> None:
         "ix_deliveries_waiting",
         table_name="deliveries",
         postgresql_where=sa.text("state = 'pending' AND next_attempt_at IS NULL"),
-    )
-    op.drop_index(
-        "ix_deliveries_retention",
-        table_name="deliveries",
-        postgresql_where=sa.text("state <> 'pending'"),
     )
     op.drop_index("ix_deliveries_listing", table_name="deliveries")
     op.drop_index(op.f("ix_deliveries_event_id"), table_name="deliveries")
