@@ -67,8 +67,9 @@ class Settings(BaseSettings):
 
     @cached_property
     def lease_seconds(self) -> float:
-        """How long a claimed delivery stays with its worker: the whole timeout plus a margin."""
-        return self.delivery_timeout + self.lease_margin
+        """How long a claimed delivery stays with its worker: waiting for a slot (at most one
+        timeout), sending (at most one timeout), and a margin."""
+        return 2 * self.delivery_timeout + self.lease_margin
 
     @property
     def max_attempts(self) -> int:

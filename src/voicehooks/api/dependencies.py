@@ -14,7 +14,7 @@ from voicehooks.config import Settings
 from voicehooks.tenancy.service import organization_for_key, workspace_in_organization
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 

@@ -19,7 +19,6 @@ def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
         sqlalchemy_url(database_url),
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
     )
 
 

@@ -119,6 +119,12 @@ CROSS JOIN LATERAL (
 WHERE d.id = head.id AND head.next_attempt_at IS NULL
 """
 
+_RELEASE_CLAIMS = """
+UPDATE deliveries d SET claim_token = NULL, leased_until = NULL
+FROM unnest($1::uuid[], $2::uuid[]) AS r(id, token)
+WHERE d.id = r.id AND d.claim_token = r.token
+"""
+
 # The backstop of the above, for a waiting delivery whose predecessor ended in a race with
 # its ingestion.
 _RELEASE_STRANDED = """
@@ -320,6 +326,15 @@ async def record_attempts(
                 [r.delivery.call_id for r in finals],
             )
     return RecordSummary(disabled)
+
+
+async def release_claims(
+    connection: asyncpg.Connection, deliveries: Sequence[ClaimedDelivery]
+) -> None:
+    """Give back claimed deliveries that were never sent: due again at once, attempts unchanged."""
+    await connection.execute(
+        _RELEASE_CLAIMS, [d.id for d in deliveries], [d.claim_token for d in deliveries]
+    )
 
 
 async def release_stranded(connection: asyncpg.Connection) -> int:

@@ -4,6 +4,7 @@ aiohttp is the client because deliveries are the hot path: on a 2-core machine i
 times faster than httpx (see bench/README.md); httpx stays in the tests.
 """
 
+import functools
 import ipaddress
 import socket
 import time
@@ -91,7 +92,9 @@ class Sender:
         if self._session is not None:
             await self._session.close()
 
+    @functools.lru_cache(maxsize=4096)  # noqa: B019 - one sender per process, URLs repeat
     def _literal_blocked(self, url: str) -> str | None:
+        """Why an IP-literal URL may not be sent to (names are checked by the resolver)."""
         host = URL(url).raw_host or ""
         address = parse_ip_host(host.strip("[]"))
         if address is not None and is_blocked_address(

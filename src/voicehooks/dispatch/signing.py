@@ -9,15 +9,13 @@ from collections.abc import Sequence
 def bird_signature(signing_key: str, timestamp: int, url: str, body: bytes) -> str:
     """base64(HMAC-SHA256(key, "{timestamp}\\n{url}\\n" + SHA-256(body) as raw bytes))."""
     message = f"{timestamp}\n{url}\n".encode() + hashlib.sha256(body).digest()
-    digest = hmac.new(signing_key.encode(), message, hashlib.sha256).digest()
-    return base64.b64encode(digest).decode()
+    return base64.b64encode(hmac.digest(signing_key.encode(), message, "sha256")).decode()
 
 
 def standard_signature(signing_key: str, message_id: str, timestamp: int, body: bytes) -> str:
     """`v1,` + base64(HMAC-SHA256(key, "{id}.{timestamp}.{body}"))."""
     message = f"{message_id}.{timestamp}.".encode() + body
-    digest = hmac.new(signing_key.encode(), message, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode()
+    return "v1," + base64.b64encode(hmac.digest(signing_key.encode(), message, "sha256")).decode()
 
 
 def signature_headers(

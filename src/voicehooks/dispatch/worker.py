@@ -33,6 +33,10 @@ from voicehooks.subscriptions.service import INACTIVE_ERROR
 log = structlog.get_logger("voicehooks.dispatch")
 
 CLAIM_BATCH = 100
+# A worker holds up to twice what it may send at once: the second half waits in memory for a
+# free slot, so sending never pauses for a claim. Every slot frees within one timeout, so a held
+# delivery starts within one timeout and ends within the next; the lease covers both.
+HOLD_FACTOR = 2
 RECONNECT_DELAY = 1.0
 
 
@@ -51,7 +55,11 @@ class Dispatcher:
         self._results_ready = asyncio.Event()
         self._results: list[tuple[AttemptRecord, bool]] = []
         self._in_flight: set[asyncio.Task[None]] = set()
-        self._per_host: Counter[str] = Counter()
+        # Claimed and not finished, per destination host; each host sends through its own slots.
+        self._held: Counter[str] = Counter()
+        self._host_slots: dict[str, asyncio.Semaphore] = {}
+        self._sending = asyncio.Semaphore(settings.max_in_flight)
+        self._unsent: list[ClaimedDelivery] = []
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -84,6 +92,7 @@ class Dispatcher:
             self._results_ready.set()
             await recorder
             await self._record_pending()
+            await self._hand_back_unsent()
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
@@ -96,16 +105,19 @@ class Dispatcher:
 
     # -- claiming ---------------------------------------------------------------------------
 
-    def _host_free(self) -> dict[str, int]:
-        per_host = self.settings.max_in_flight_per_host
-        return {host: per_host - count for host, count in self._per_host.items() if count > 0}
+    @property
+    def _hold_per_host(self) -> int:
+        return HOLD_FACTOR * self.settings.max_in_flight_per_host
+
+    def _host_room(self) -> dict[str, int]:
+        return {host: self._hold_per_host - held for host, held in self._held.items()}
 
     async def _claim_loop(self) -> None:
         assert self._pool is not None
         while not self._stopping.is_set():
             self._wake.clear()
-            free = self.settings.max_in_flight - len(self._in_flight)
-            requested = min(free, CLAIM_BATCH)
+            room = HOLD_FACTOR * self.settings.max_in_flight - len(self._in_flight)
+            requested = min(room, CLAIM_BATCH)
             claimed: list[ClaimedDelivery] = []
             if requested > 0:
                 try:
@@ -113,8 +125,8 @@ class Dispatcher:
                         claimed = await repository.claim(
                             connection,
                             limit=requested,
-                            host_free=self._host_free(),
-                            per_host=self.settings.max_in_flight_per_host,
+                            host_free=self._host_room(),
+                            per_host=self._hold_per_host,
                             lease_seconds=self.settings.lease_seconds,
                         )
                 except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
@@ -133,35 +145,36 @@ class Dispatcher:
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
     def _start(self, delivery: ClaimedDelivery) -> None:
-        self._per_host[delivery.target_host] += 1
-        task = asyncio.create_task(self._deliver(delivery))
+        host = delivery.target_host
+        if not self._held[host]:
+            self._host_slots[host] = asyncio.Semaphore(self.settings.max_in_flight_per_host)
+        self._held[host] += 1
+        task = asyncio.create_task(self._deliver(delivery, self._host_slots[host]))
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
 
-    async def _deliver(self, delivery: ClaimedDelivery) -> None:
-        started_at = datetime.now(UTC)
+    async def _deliver(self, delivery: ClaimedDelivery, host_slot: asyncio.Semaphore) -> None:
         try:
-            outcome = await self.sender.send(
-                Message(
-                    delivery_id=str(delivery.id),
-                    url=delivery.url,
-                    body=delivery.body,
-                    signing_key=delivery.signing_key,
-                    previous_keys=delivery.previous_keys,
+            async with host_slot, self._sending:
+                if self._stopping.is_set():  # claimed but never started: hand it back
+                    self._unsent.append(delivery)
+                    return
+                started_at = datetime.now(UTC)
+                outcome = await self.sender.send(
+                    Message(
+                        delivery_id=str(delivery.id),
+                        url=delivery.url,
+                        body=delivery.body,
+                        signing_key=delivery.signing_key,
+                        previous_keys=delivery.previous_keys,
+                    )
                 )
-            )
         except Exception as exc:  # a bug must not strand the delivery: record it as failed
             log.exception("send_crashed", delivery_id=str(delivery.id))
+            started_at = datetime.now(UTC)
             outcome = Outcome(False, 0, error=f"internal error: {type(exc).__name__}")
         finally:
-            host = delivery.target_host
-            host_was_full = self._per_host[host] >= self.settings.max_in_flight_per_host
-            self._per_host[host] -= 1
-            if self._per_host[host] <= 0:
-                del self._per_host[host]
-            free = self.settings.max_in_flight - len(self._in_flight) + 1
-            if host_was_full or free >= CLAIM_BATCH // 2:
-                self._wake.set()
+            self._release(delivery.target_host)
         record = self._decide(delivery, outcome, started_at)
         log.info(
             "attempt",
@@ -177,6 +190,19 @@ class Dispatcher:
         )
         self._results.append((record, outcome.status_code == 410))
         self._results_ready.set()
+
+    def _release(self, host: str) -> None:
+        """A held delivery is done: wake the claimer once there is room worth a claim."""
+        self._held[host] -= 1
+        if self._held[host] <= 0:
+            del self._held[host]
+            del self._host_slots[host]
+        host_room = self._hold_per_host - self._held[host]
+        room = HOLD_FACTOR * self.settings.max_in_flight - len(self._in_flight) + 1
+        if host_room >= max(1, self.settings.max_in_flight_per_host // 2) or (
+            room >= CLAIM_BATCH // 2
+        ):
+            self._wake.set()
 
     def _decide(
         self, delivery: ClaimedDelivery, outcome: Outcome, started_at: datetime
@@ -240,6 +266,17 @@ class Dispatcher:
                 continue
             self._count(batch, summary.disabled)
             self._wake.set()  # finals may have released the next delivery of their call
+
+    async def _hand_back_unsent(self) -> None:
+        """Release the claims of deliveries that were held but not sent, for others to take now."""
+        assert self._pool is not None
+        if not self._unsent:
+            return
+        try:
+            async with self._pool.acquire() as connection:
+                await repository.release_claims(connection, self._unsent)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("release_failed", error=str(exc), deliveries=len(self._unsent))
 
     @staticmethod
     def _count(

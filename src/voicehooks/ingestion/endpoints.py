@@ -15,7 +15,7 @@ from voicehooks.ingestion.schemas import BatchResult, EventBatchIn, EventIn, Ing
 _bearer = HTTPBearer(scheme_name="IngestToken", auto_error=False)
 
 
-def require_ingest_token(
+async def require_ingest_token(
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
 ) -> None:

@@ -1,5 +1,6 @@
 """Structured logs: JSON lines when not on a terminal, and never a secret."""
 
+import functools
 import logging
 import sys
 import time
@@ -12,12 +13,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 _SECRET_WORDS = ("authorization", "signing_key", "signingkey", "access_key", "token", "secret")
 
 
+@functools.lru_cache(maxsize=1024)
+def _names_a_secret(key: str) -> bool:
+    lowered = key.lower()
+    return any(word in lowered for word in _SECRET_WORDS)
+
+
 def _drop_secrets(
     _: Any, __: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     """A last line of defence: no log field whose name looks like a secret is ever written."""
     for key in list(event_dict):
-        if any(word in key.lower() for word in _SECRET_WORDS):
+        if _names_a_secret(key):
             event_dict[key] = "[redacted]"
     return event_dict
 

@@ -6,6 +6,7 @@ flushed yet. Backlog gauges are read from the deliveries table at scrape time.
 """
 
 import asyncio
+import bisect
 import contextlib
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -28,6 +29,11 @@ DELIVERIES_FINISHED = "voicehooks_deliveries_finished"
 SUBSCRIPTIONS_AUTO_DISABLED = "voicehooks_subscriptions_auto_disabled"
 ATTEMPT_DURATION = "voicehooks_attempt_duration_seconds"
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+_BUCKET = f"{ATTEMPT_DURATION}_bucket"
+_SUM = f"{ATTEMPT_DURATION}_sum"
+# The bucket an observation falls in (not cumulative), "+Inf" last.
+_BUCKET_LABELS = (*(f"le={bound}" for bound in DURATION_BUCKETS), "le=+Inf")
 
 _COUNTERS = {
     EVENTS_INGESTED: ("Events accepted by the ingestion API.", ("event",)),
@@ -58,12 +64,11 @@ class SharedCounters:
     def increment(self, name: str, amount: float = 1.0, **labels: str) -> None:
         self._pending[(name, _encode(tuple(sorted(labels.items()))))] += amount
 
-    def observe_duration(self, seconds: float, count: int = 1) -> None:
-        for bound in DURATION_BUCKETS:
-            if seconds <= bound:
-                self._pending[(f"{ATTEMPT_DURATION}_bucket", f"le={bound}")] += count
-        self._pending[(f"{ATTEMPT_DURATION}_bucket", "le=+Inf")] += count
-        self._pending[(f"{ATTEMPT_DURATION}_sum", "")] += seconds * count
+    def observe_duration(self, seconds: float) -> None:
+        # Stored per bucket, not cumulated: one increment per observation (hot path).
+        index = bisect.bisect_left(DURATION_BUCKETS, seconds)
+        self._pending[(_BUCKET, _BUCKET_LABELS[index])] += 1
+        self._pending[(_SUM, "")] += seconds
 
     def pending(self) -> dict[tuple[str, str], float]:
         return dict(self._pending)
@@ -124,16 +129,15 @@ class _Snapshot:
                     labels = dict(_decode(encoded))
                     family.add_metric([labels.get(label, "") for label in label_names], value)
             yield family
-        buckets = [
-            (bound, self.totals.get((f"{ATTEMPT_DURATION}_bucket", f"le={bound}"), 0.0))
-            for bound in (*(str(b) for b in DURATION_BUCKETS), "+Inf")
-        ]
+        buckets = []
+        cumulative = 0.0
+        for bucket in _BUCKET_LABELS:
+            cumulative += self.totals.get((_BUCKET, bucket), 0.0)
+            buckets.append((bucket.removeprefix("le="), cumulative))
         histogram = HistogramMetricFamily(
             ATTEMPT_DURATION, "Duration of delivery attempts, request to answer or error."
         )
-        histogram.add_metric(
-            [], buckets, sum_value=self.totals.get((f"{ATTEMPT_DURATION}_sum", ""), 0.0)
-        )
+        histogram.add_metric([], buckets, sum_value=self.totals.get((_SUM, ""), 0.0))
         yield histogram
         yield GaugeMetricFamily(
             "voicehooks_backlog_due", "Deliveries due now and not yet sent.", value=self.due
