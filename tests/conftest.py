@@ -14,15 +14,13 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from tests.support import Receiver, Tenant
+from tests.support import Receiver, Tenant, bootstrap_tenant
 from voicehooks.api.app import create_app
 from voicehooks.config import Settings
-from voicehooks.db.engine import create_engine, create_sessionmaker
 from voicehooks.db.migrate import upgrade
 from voicehooks.db.urls import libpq_url
 from voicehooks.dispatch.worker import Dispatcher
 from voicehooks.observability.metrics import counters
-from voicehooks.tenancy.service import bootstrap
 
 INGEST_TOKEN = "test-ingest-token-0123456789"
 LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -118,24 +116,14 @@ async def client(
     await app.state.engine.dispose()
 
 
-async def _new_tenant(database_url: str, organization: str, workspace: str) -> Tenant:
-    engine = create_engine(database_url, pool_size=1)
-    try:
-        async with create_sessionmaker(engine)() as session, session.begin():
-            result = await bootstrap(session, organization, workspace)
-    finally:
-        await engine.dispose()
-    return Tenant(result.organization_id, result.workspace_id, result.access_key)
-
-
 @pytest.fixture
 async def tenant(database_url: str, db: asyncpg.Connection) -> Tenant:
-    return await _new_tenant(database_url, "acme", "main")
+    return await bootstrap_tenant(database_url, "acme", "main")
 
 
 @pytest.fixture
 async def other_tenant(database_url: str, db: asyncpg.Connection) -> Tenant:
-    return await _new_tenant(database_url, "globex", "main")
+    return await bootstrap_tenant(database_url, "globex", "main")
 
 
 @pytest.fixture

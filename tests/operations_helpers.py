@@ -20,9 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from tests.conftest import INGEST_TOKEN
-from tests.support import Received, Tenant
-from voicehooks.db.engine import create_engine, create_sessionmaker
-from voicehooks.tenancy.service import bootstrap
+from tests.support import Received, bootstrap_tenant
 
 INGEST_HEADERS = {"Authorization": f"Bearer {INGEST_TOKEN}"}
 # Retry-After above every scheduled delay: the delivery stays pending for about an hour.
@@ -71,15 +69,7 @@ async def wait_for_delivery(
     return await wait_until(reached, timeout=timeout)
 
 
-async def new_workspace(database_url: str, organization: str, workspace: str) -> Tenant:
-    """An organization/workspace (created or reused) and a fresh access key for it."""
-    engine = create_engine(database_url, pool_size=1)
-    try:
-        async with create_sessionmaker(engine)() as session, session.begin():
-            result = await bootstrap(session, organization, workspace)
-    finally:
-        await engine.dispose()
-    return Tenant(result.organization_id, result.workspace_id, result.access_key)
+new_workspace = bootstrap_tenant
 
 
 # -- signatures, as a receiver checks them ------------------------------------------------------

@@ -7,10 +7,6 @@ from typing import Any
 
 import httpx
 
-from tests.support import Tenant
-from voicehooks.db.engine import create_engine, create_sessionmaker
-from voicehooks.tenancy.service import bootstrap
-
 PROBLEM_JSON = "application/problem+json"
 RFC3339_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|\+00:00)$")
 SUBSCRIPTION_FIELDS = {
@@ -56,17 +52,6 @@ def parse_timestamp(value: str) -> datetime:
     parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     assert parsed.utcoffset() is not None and parsed.utcoffset().total_seconds() == 0
     return parsed.astimezone(UTC)
-
-
-async def bootstrap_tenant(database_url: str, organization: str, workspace: str) -> Tenant:
-    """Find or create an organization and workspace and issue a new access key for them."""
-    engine = create_engine(database_url, pool_size=1)
-    try:
-        async with create_sessionmaker(engine)() as session, session.begin():
-            result = await bootstrap(session, organization, workspace)
-    finally:
-        await engine.dispose()
-    return Tenant(result.organization_id, result.workspace_id, result.access_key)
 
 
 def channel() -> str:

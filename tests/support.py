@@ -11,6 +11,9 @@ from typing import Any, TypeVar
 import httpx
 from aiohttp import web
 
+from voicehooks.db.engine import create_engine, create_sessionmaker
+from voicehooks.tenancy.service import bootstrap
+
 T = TypeVar("T")
 
 
@@ -175,3 +178,14 @@ def call_event(
     if client_id is not None:
         item["id"] = client_id
     return item
+
+
+async def bootstrap_tenant(database_url: str, organization: str, workspace: str) -> Tenant:
+    """Find or create an organization and workspace and issue a new access key for them."""
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        async with create_sessionmaker(engine)() as session, session.begin():
+            result = await bootstrap(session, organization, workspace)
+    finally:
+        await engine.dispose()
+    return Tenant(result.organization_id, result.workspace_id, result.access_key)
