@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from tests.conftest import INGEST_TOKEN
-from tests.support import Received, bootstrap_tenant
+from tests.support import Received
 
 INGEST_HEADERS = {"Authorization": f"Bearer {INGEST_TOKEN}"}
 # Retry-After above every scheduled delay: the delivery stays pending for about an hour.
@@ -67,9 +67,6 @@ async def wait_for_delivery(
         return row
 
     return await wait_until(reached, timeout=timeout)
-
-
-new_workspace = bootstrap_tenant
 
 
 # -- signatures, as a receiver checks them ------------------------------------------------------

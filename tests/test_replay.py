@@ -8,11 +8,10 @@ from tests.operations_helpers import (
     delivery_of,
     header,
     ingest,
-    new_workspace,
     standard_verifies,
     wait_for_delivery,
 )
-from tests.support import Reply, call_event, create_subscription, wait_until
+from tests.support import Reply, bootstrap_tenant, call_event, create_subscription, wait_until
 from voicehooks.voice import CALL_STATUSES
 
 KEY = "replay-signing-key-0001"
@@ -221,7 +220,7 @@ async def test_retry_of_a_delivery_that_is_not_there_is_not_found(
     )
     _, delivery_id = await _succeeded(client, db, tenant, sub, receiver, "call-mine")
     foreign = await create_subscription(client, other_tenant, url=f"{receiver.url}/foreign")
-    second_workspace = await new_workspace(database_url, "acme", "second")
+    second_workspace = await bootstrap_tenant(database_url, "acme", "second")
     assert second_workspace.organization_id == tenant.organization_id
     elsewhere = await create_subscription(client, second_workspace, url=f"{receiver.url}/elsewhere")
 

@@ -12,11 +12,10 @@ from tests.subscriptions_helpers import (
     PROBLEM_JSON,
     SUBSCRIPTION_FIELDS,
     assert_problem,
-    bootstrap_tenant,
     channel,
     parse_timestamp,
 )
-from tests.support import SEED_BODY, create_subscription
+from tests.support import SEED_BODY, bootstrap_tenant, create_subscription
 from voicehooks.voice import CALL_STATUSES
 
 STRICT_TARGETS = {"allow_http_targets": False, "allowed_target_networks": ""}

@@ -5,8 +5,8 @@ import uuid
 
 import pytest
 
-from tests.subscriptions_helpers import assert_problem, bootstrap_tenant
-from tests.support import SEED_BODY, Tenant, create_subscription
+from tests.subscriptions_helpers import assert_problem
+from tests.support import SEED_BODY, Tenant, bootstrap_tenant, create_subscription
 
 
 def _operations(tenant: Tenant, subscription_id: object) -> list[tuple[str, str, dict | None]]:
