@@ -4,11 +4,12 @@ import asyncio
 import contextlib
 import json
 import signal
-from collections.abc import Iterator
-from typing import Annotated
+from collections.abc import Coroutine, Iterator
+from typing import Annotated, Any
 
 import typer
 import uvicorn
+import uvloop
 
 from voicehooks.config import Settings
 from voicehooks.db.embedded import embedded_postgres
@@ -81,6 +82,12 @@ async def _run(
             raise task.exception()  # type: ignore[misc]
 
 
+def _run_service(main: Coroutine[Any, Any, None]) -> None:
+    """Run a long-lived service on uvloop: its transports cost about half the CPU per request
+    of the standard event loop, and requests are the hot path of both API and dispatcher."""
+    uvloop.run(main)
+
+
 def _settings() -> Settings:
     settings = Settings()
     configure_logging(settings.log_level)
@@ -95,7 +102,7 @@ def serve(host: Host = "127.0.0.1", port: Port = 8000) -> None:
     settings = _settings()
     with _database(settings) as database_url:
         asyncio.run(upgrade(database_url))
-        asyncio.run(_run(settings, database_url, api=(host, port), worker=True))
+        _run_service(_run(settings, database_url, api=(host, port), worker=True))
 
 
 @app.command()
@@ -103,7 +110,7 @@ def api(host: Host = "127.0.0.1", port: Port = 8000) -> None:
     """The HTTP API alone (run `voicehooks migrate` first)."""
     settings = _settings()
     with _database(settings) as database_url:
-        asyncio.run(_run(settings, database_url, api=(host, port), worker=False))
+        _run_service(_run(settings, database_url, api=(host, port), worker=False))
 
 
 @app.command()
@@ -111,7 +118,7 @@ def worker() -> None:
     """The dispatcher alone: claims, sends and records deliveries."""
     settings = _settings()
     with _database(settings) as database_url:
-        asyncio.run(_run(settings, database_url, api=None, worker=True))
+        _run_service(_run(settings, database_url, api=None, worker=True))
 
 
 @app.command()

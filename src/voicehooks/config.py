@@ -1,7 +1,6 @@
 """Settings, read from VOICEHOOKS_* environment variables."""
 
 import ipaddress
-from functools import cached_property
 from pathlib import Path
 from typing import Annotated
 
@@ -64,12 +63,6 @@ class Settings(BaseSettings):
         if any(delay < 0 for delay in value):
             raise ValueError("retry delays must not be negative")
         return value
-
-    @cached_property
-    def lease_seconds(self) -> float:
-        """How long a claimed delivery stays with its worker: waiting for a slot (at most one
-        timeout), sending (at most one timeout), and a margin."""
-        return 2 * self.delivery_timeout + self.lease_margin
 
     @property
     def max_attempts(self) -> int:

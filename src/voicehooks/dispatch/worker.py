@@ -33,10 +33,13 @@ from voicehooks.subscriptions.service import INACTIVE_ERROR
 log = structlog.get_logger("voicehooks.dispatch")
 
 CLAIM_BATCH = 100
-# A worker holds up to twice what it may send at once: the second half waits in memory for a
-# free slot, so sending never pauses for a claim. Every slot frees within one timeout, so a held
-# delivery starts within one timeout and ends within the next; the lease covers both.
-HOLD_FACTOR = 2
+# A worker holds up to HOLD_FACTOR times what it may send at once; the rest waits in memory for
+# a free slot, so sending never pauses for a claim. Every slot frees within one timeout, so a
+# held delivery starts within HOLD_FACTOR - 1 timeouts and ends within one more: the lease
+# (see `lease_seconds`) covers that plus the margin.
+HOLD_FACTOR = 4
+# After a claim that found less than it asked for, the shortest wait before the next one.
+CLAIM_PAUSE = 0.005
 RECONNECT_DELAY = 1.0
 
 
@@ -60,6 +63,11 @@ class Dispatcher:
         self._host_slots: dict[str, asyncio.Semaphore] = {}
         self._sending = asyncio.Semaphore(settings.max_in_flight)
         self._unsent: list[ClaimedDelivery] = []
+
+    @property
+    def lease_seconds(self) -> float:
+        """How long a claimed delivery stays with this worker before others may take it."""
+        return HOLD_FACTOR * self.settings.delivery_timeout + self.settings.lease_margin
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -127,7 +135,7 @@ class Dispatcher:
                             limit=requested,
                             host_free=self._host_room(),
                             per_host=self._hold_per_host,
-                            lease_seconds=self.settings.lease_seconds,
+                            lease_seconds=self.lease_seconds,
                         )
                 except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                     log.warning("claim_failed", error=str(exc))
@@ -139,6 +147,8 @@ class Dispatcher:
                 continue  # more may be due right now
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval)
+            # Let completions gather so that the next claim is a batch, not one row.
+            await self._sleep(CLAIM_PAUSE)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -192,17 +202,12 @@ class Dispatcher:
         self._results_ready.set()
 
     def _release(self, host: str) -> None:
-        """A held delivery is done: wake the claimer once there is room worth a claim."""
+        """A held delivery is done: its room can be claimed again."""
         self._held[host] -= 1
         if self._held[host] <= 0:
             del self._held[host]
             del self._host_slots[host]
-        host_room = self._hold_per_host - self._held[host]
-        room = HOLD_FACTOR * self.settings.max_in_flight - len(self._in_flight) + 1
-        if host_room >= max(1, self.settings.max_in_flight_per_host // 2) or (
-            room >= CLAIM_BATCH // 2
-        ):
-            self._wake.set()
+        self._wake.set()
 
     def _decide(
         self, delivery: ClaimedDelivery, outcome: Outcome, started_at: datetime
