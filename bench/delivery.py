@@ -192,9 +192,9 @@ def _machine_cpu() -> tuple[float, float, float] | None:
     return (total - idle) / _TICK, total / _TICK, (values[5] + values[6]) / _TICK
 
 
-def _all_processes() -> dict[int, tuple[str, float]]:
-    """pid -> (command name, utime + stime) of every process visible in /proc."""
-    found: dict[int, tuple[str, float]] = {}
+def _all_processes() -> dict[int, tuple[str, float, int]]:
+    """pid -> (command name, utime + stime, parent pid) of every process visible in /proc."""
+    found: dict[int, tuple[str, float, int]] = {}
     with contextlib.suppress(OSError):
         for entry in os.scandir("/proc"):
             if not entry.name.isdigit():
@@ -209,6 +209,7 @@ def _all_processes() -> dict[int, tuple[str, float]]:
             found[int(entry.name)] = (
                 head.partition("(")[2],
                 (int(fields[11]) + int(fields[12])) / _TICK,
+                int(fields[1]),
             )
     return found
 
@@ -220,7 +221,7 @@ class CpuSnapshot:
     postgres: dict[int, float]
     machine: tuple[float, float, float] | None
     own: float
-    everyone: dict[int, tuple[str, float]]
+    everyone: dict[int, tuple[str, float, int]]
 
 
 @dataclass
@@ -249,18 +250,20 @@ class CpuMeter:
                 cpu = _proc_cpu(row["pid"])
                 if cpu is not None:
                     postgres[row["pid"]] = cpu
+        everyone = _all_processes()
         procs = {}
         for name, pid in self.procs.items():
             cpu = _proc_cpu(pid)
             if cpu is not None:
-                procs[name] = cpu
+                # A process's children count as its own (e.g. `worker --processes N`).
+                procs[name] = cpu + sum(c for _, c, parent in everyone.values() if parent == pid)
         return CpuSnapshot(
             time.monotonic(),
             procs,
             postgres,
             _machine_cpu(),
             time.process_time(),
-            _all_processes(),
+            everyone,
         )
 
     def diff(self, before: CpuSnapshot, after: CpuSnapshot) -> dict[str, Any]:
@@ -274,12 +277,14 @@ class CpuMeter:
             cpu - before.postgres.get(pid, 0.0) for pid, cpu in after.postgres.items()
         )
         parts["bench"] = after.own - before.own
-        ours = {os.getpid(), *self.procs.values(), *before.postgres, *after.postgres}
+        tracked = set(self.procs.values())
+        children = {pid for pid, (_, _, parent) in after.everyone.items() if parent in tracked}
+        ours = {os.getpid(), *tracked, *children, *before.postgres, *after.postgres}
         others: dict[str, float] = {}
-        for pid, (name, cpu) in after.everyone.items():
+        for pid, (name, cpu, _) in after.everyone.items():
             if pid in ours:
                 continue
-            used = cpu - before.everyone.get(pid, (name, 0.0))[1]
+            used = cpu - before.everyone.get(pid, (name, 0.0, 0))[1]
             if used > 0:
                 others[name] = others.get(name, 0.0) + used
         top_others = sorted(others.items(), key=lambda item: -item[1])[:4]
@@ -552,7 +557,11 @@ class Service:
             VOICEHOOKS_ALLOWED_TARGET_NETWORKS="127.0.0.0/8",
             VOICEHOOKS_LOG_LEVEL=self.args.log_level,
             VOICEHOOKS_MAX_IN_FLIGHT=str(self.args.max_in_flight),
-            VOICEHOOKS_MAX_IN_FLIGHT_PER_HOST=str(self.args.concurrency),
+            # One dispatcher process per core, sharing the raw client's concurrency between them.
+            VOICEHOOKS_WORKER_PROCESSES=str(self.args.worker_processes),
+            VOICEHOOKS_MAX_IN_FLIGHT_PER_HOST=str(
+                max(1, self.args.concurrency // self.args.worker_processes)
+            ),
         )
         if self.profiler is not None:
             env["BENCH_QUERY_STATS"] = str(self.profiler.query_stats)
@@ -1231,6 +1240,13 @@ def print_summary(results: dict[str, Any], path: Path) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=20000, help="events of the e2e phase")
+    parser.add_argument(
+        "--worker-processes",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="dispatcher processes of the worker (VOICEHOOKS_WORKER_PROCESSES, default one per "
+        "core); --concurrency is split between them",
+    )
     parser.add_argument(
         "--concurrency",
         type=int,

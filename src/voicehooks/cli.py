@@ -3,7 +3,10 @@
 import asyncio
 import contextlib
 import json
+import os
 import signal
+import subprocess
+import sys
 from collections.abc import Coroutine, Iterator
 from typing import Annotated, Any
 
@@ -114,11 +117,37 @@ def api(host: Host = "127.0.0.1", port: Port = 8000) -> None:
 
 
 @app.command()
-def worker() -> None:
+def worker(
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Dispatcher processes (default: VOICEHOOKS_WORKER_PROCESSES, 1); "
+            "each uses at most one core.",
+        ),
+    ] = None,
+) -> None:
     """The dispatcher alone: claims, sends and records deliveries."""
     settings = _settings()
-    with _database(settings) as database_url:
+    count = processes or settings.worker_processes
+    with _database(settings) as database_url, _sibling_workers(count - 1, database_url):
         _run_service(_run(settings, database_url, api=None, worker=True))
+
+
+@contextlib.contextmanager
+def _sibling_workers(count: int, database_url: str) -> Iterator[None]:
+    """More dispatcher processes beside this one; they stop when this one stops."""
+    env = {**os.environ, "VOICEHOOKS_DATABASE_URL": database_url}
+    command = [sys.executable, "-m", "voicehooks", "worker", "--processes", "1"]
+    siblings = [subprocess.Popen(command, env=env) for _ in range(count)]  # noqa: S603
+    try:
+        yield
+    finally:
+        for sibling in siblings:
+            sibling.send_signal(signal.SIGTERM)
+        for sibling in siblings:
+            sibling.wait()
 
 
 @app.command()
