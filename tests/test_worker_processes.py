@@ -15,6 +15,7 @@ import pytest
 
 from tests.delivery_helpers import count, ingest_batch, running_dispatcher
 from tests.support import Reply, call_event, create_subscription, wait_until
+from voicehooks.dispatch.worker import HOLD_FACTOR
 
 
 class Worker:
@@ -116,7 +117,7 @@ async def test_two_workers_deliver_each_delivery_exactly_once(
 async def test_killed_worker_deliveries_are_sent_after_their_lease(
     client, tenant, receiver, db, workers
 ):
-    lease = 2 + 1  # VOICEHOOKS_DELIVERY_TIMEOUT + VOICEHOOKS_LEASE_MARGIN
+    lease = HOLD_FACTOR * 2 + 1  # held share x VOICEHOOKS_DELIVERY_TIMEOUT + LEASE_MARGIN
     doomed = await workers(max_in_flight="10")
     receiver.reply(Reply(200, delay=1.0))  # slow: deliveries are in flight when it dies
     await create_subscription(client, tenant, url=f"{receiver.url}/hook")
@@ -182,3 +183,25 @@ async def test_sigterm_finishes_in_flight_requests_and_leaves_nothing_claimed(
         await wait_until(lambda: all_succeeded(db, 20), timeout=10)
     received = Counter(r.headers["webhook-id"] for r in receiver.requests)
     assert len(received) == 20 and set(received.values()) == {1}
+
+
+async def test_one_worker_command_runs_several_dispatcher_processes(
+    client, tenant, receiver, db, workers
+):
+    worker = await workers(worker_processes="2", max_in_flight="8")
+    await wait_until(lambda: worker.log().count("dispatcher_started") == 2, timeout=20)
+    receiver.reply(Reply(200, delay=0.01))
+    await create_subscription(client, tenant, url=f"{receiver.url}/hook")
+    await ingest_batch(
+        client, [call_event(tenant.workspace_id, call_id=f"call-{n}") for n in range(200)]
+    )
+    await wait_until(lambda: all_succeeded(db, 200), timeout=30, interval=0.1)
+    received = Counter(r.headers["webhook-id"] for r in receiver.requests)
+    assert len(received) == 200 and set(received.values()) == {1}
+    assert len({entry["delivery_id"] for entry in worker.log_events("attempt")}) == 200
+
+    assert worker.process is not None
+    worker.process.send_signal(signal.SIGTERM)
+    assert await worker.exit_code(timeout=20) == 0
+    # The second process stopped with the first: both said so before the command returned.
+    assert worker.log().count("dispatcher_stopped") == 2
