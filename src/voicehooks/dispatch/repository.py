@@ -155,19 +155,26 @@ _PURGE = {
 }
 
 
-async def _pin_index_plans(connection: asyncpg.Connection, *, allow_sort: bool) -> None:
-    """Make this transaction's statements reach rows through indexes and nested loops.
+async def _configure_transaction(
+    connection: asyncpg.Connection, *, allow_sort: bool, durable: bool
+) -> None:
+    """Settings of one dispatcher transaction, in one round trip.
 
-    The dispatcher's statements touch a batch of rows by key, but the deliveries table changes
-    faster than planner statistics follow (autovacuum may lag, or be off), and stale estimates
-    turn them into scans of the whole table. The penalty that rules the other plans out would
-    also trigger JIT compilation (hundreds of ms), so JIT goes too.
+    Plans: the dispatcher's statements touch a batch of rows by key, but the deliveries table
+    changes faster than planner statistics follow (autovacuum may lag, or be off), and stale
+    estimates turn them into scans of the whole table; so rows are reached through indexes and
+    nested loops only. The penalty that rules the other plans out would also trigger JIT
+    compilation (hundreds of ms), so JIT goes too.
+
+    Durability: a transaction that is not `durable` commits without waiting for the WAL flush.
     """
     await connection.execute(
         "SELECT set_config('enable_seqscan', 'off', true),"
         " set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true),"
-        " set_config('jit', 'off', true), set_config('enable_sort', $1, true)",
+        " set_config('jit', 'off', true), set_config('enable_sort', $1, true),"
+        " set_config('synchronous_commit', $2, true)",
         "on" if allow_sort else "off",
+        "on" if durable else "off",
     )
 
 
@@ -226,7 +233,7 @@ async def claim(
     busy = [(host, free) for host, free in host_free.items() if free > 0]
     async with connection.transaction():
         # With sorting ruled out too, the plan walks ix_deliveries_due in order and stops early.
-        await _pin_index_plans(connection, allow_sort=False)
+        await _configure_transaction(connection, allow_sort=False, durable=True)
         rows = await connection.fetch(
             _CLAIM,
             full_hosts,
@@ -275,10 +282,9 @@ async def record_attempts(
 ) -> RecordSummary:
     """Store a batch of attempt results and their consequences, in one transaction."""
     async with connection.transaction():
-        await _pin_index_plans(connection, allow_sort=True)
         # Losing this commit in a database crash only means the deliveries are sent again
         # after their lease (at least once still holds), so it need not wait for the WAL flush.
-        await connection.execute("SET LOCAL synchronous_commit = off")
+        await _configure_transaction(connection, allow_sort=True, durable=False)
         await connection.execute(
             _INSERT_ATTEMPTS,
             [uuid.uuid4() for _ in records],

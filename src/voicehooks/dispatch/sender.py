@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.payload import BytesPayload
 from aiohttp.resolver import DefaultResolver
 from yarl import URL
 
@@ -129,7 +130,8 @@ class Sender:
         try:
             async with self._session.post(
                 message.url,
-                data=message.body,
+                # A ready payload skips aiohttp's per-request lookup of how to encode `data`.
+                data=BytesPayload(message.body, content_type="application/json"),
                 headers=headers,
                 allow_redirects=False,
             ) as response:
