@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from voicehooks.api.problems import invalid_field
+from voicehooks.api.timestamps import in_utc
 
 Limit = Annotated[int, Query(ge=1, le=100, description="Page size, 1–100.")]
 PageToken = Annotated[
@@ -37,11 +38,9 @@ def decode_page_token(token: str | None) -> Cursor | None:
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         created_at, row_id = json.loads(raw)
-        cursor = (datetime.fromisoformat(created_at), uuid.UUID(row_id))
+        cursor = (in_utc(datetime.fromisoformat(created_at)), uuid.UUID(row_id))
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
         raise invalid_field("pageToken", "not a page token of this list") from None
-    if cursor[0].tzinfo is None:
-        raise invalid_field("pageToken", "not a page token of this list")
     return cursor
 
 

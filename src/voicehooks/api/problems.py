@@ -124,7 +124,11 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def on_validation(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         if any(error.get("type") == "json_invalid" for error in exc.errors()):
-            return problem_response(400, "the body is not valid JSON")
+            return problem_response(
+                422,
+                "the body is not valid JSON",
+                errors=[FieldError(field="body", message="not valid JSON")],
+            )
         return problem_response(422, "validation failed", errors=_validation_errors(exc))
 
     async def on_http(_: Request, exc: Exception) -> JSONResponse:

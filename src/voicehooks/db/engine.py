@@ -11,14 +11,23 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from voicehooks.db.urls import sqlalchemy_url
+from voicehooks.db.urls import libpq_url, sqlalchemy_url
 
 
 def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
+    # asyncpg reads the libpq URL itself, query options (sslmode, application_name, …)
+    # included; SQLAlchemy would pass those on as keyword arguments asyncpg does not take.
+    dsn = libpq_url(database_url)
+
+    async def connect() -> asyncpg.Connection:
+        return await asyncpg.connect(dsn)
+
     return create_async_engine(
-        sqlalchemy_url(database_url),
+        sqlalchemy_url(database_url).set(query={}),
+        async_creator=connect,
         pool_size=pool_size,
         max_overflow=pool_size,
+        hide_parameters=True,  # statement parameters carry keys; errors must not show them
     )
 
 

@@ -4,9 +4,8 @@ import asyncio
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy.ext.asyncio import create_async_engine
 
-from voicehooks.db.urls import sqlalchemy_url
+from voicehooks.db.engine import create_engine
 
 
 def alembic_config() -> Config:
@@ -16,7 +15,7 @@ def alembic_config() -> Config:
 
 
 async def upgrade(database_url: str) -> None:
-    engine = create_async_engine(sqlalchemy_url(database_url))
+    engine = create_engine(database_url, pool_size=1)
     try:
         async with engine.begin() as connection:
             await connection.run_sync(_upgrade_on)

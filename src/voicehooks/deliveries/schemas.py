@@ -4,8 +4,9 @@ import uuid
 from datetime import datetime
 from typing import Literal
 
-from pydantic import AwareDatetime, Field
+from pydantic import Field
 
+from voicehooks.api.timestamps import Timestamp
 from voicehooks.subscriptions.schemas import CamelModel
 
 DeliveryState = Literal["pending", "succeeded", "failed"]
@@ -49,7 +50,7 @@ class DeliveryPage(CamelModel):
 
 
 class RecoverIn(CamelModel):
-    since: AwareDatetime = Field(description="RFC 3339; failed deliveries created since then.")
+    since: Timestamp = Field(description="RFC 3339; failed deliveries created since then.")
 
 
 class RecoverOut(CamelModel):

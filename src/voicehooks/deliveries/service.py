@@ -98,23 +98,20 @@ async def deliveries(
     return DeliveryPage(results=[delivery_out(row) for row in rows[:limit]], next_page_token=token)
 
 
-async def _active_subscription(
-    session: AsyncSession, scope: WorkspaceScope, subscription_id: uuid.UUID
-) -> Subscription:
-    subscription = await get_subscription(session, scope, subscription_id)
+def _require_active(subscription: Subscription) -> None:
     if subscription.status != "active":
         raise Conflict("the subscription is inactive; activate it first")
-    return subscription
 
 
 async def retry_delivery(
     session: AsyncSession, scope: WorkspaceScope, subscription_id: uuid.UUID, delivery_id: uuid.UUID
 ) -> DeliveryOut:
-    await _active_subscription(session, scope, subscription_id)
+    subscription = await get_subscription(session, scope, subscription_id)
     repository = DeliveryRepository(session)
     delivery = await repository.get_for_update(subscription_id, delivery_id)
     if delivery is None:
         raise NotFound("no such delivery")
+    _require_active(subscription)
     if delivery.state == "pending":
         raise Conflict("the delivery is still pending")
     await repository.requeue_one(delivery.id)
@@ -126,9 +123,10 @@ async def retry_delivery(
 async def recover_failed(
     session: AsyncSession, scope: WorkspaceScope, subscription_id: uuid.UUID, since: datetime
 ) -> RecoverOut:
+    subscription = await get_subscription(session, scope, subscription_id)
     if since > datetime.now(UTC):
         raise invalid_field("since", "must not be in the future")
-    await _active_subscription(session, scope, subscription_id)
+    _require_active(subscription)
     requeued = await DeliveryRepository(session).requeue_failed_since(subscription_id, since)
     if requeued:
         await IngestionRepository(session).notify_dispatchers()
@@ -157,7 +155,8 @@ def test_payload(subscription: Subscription) -> dict[str, object]:
 async def send_test_event(
     session: AsyncSession, scope: WorkspaceScope, subscription_id: uuid.UUID
 ) -> TestOut:
-    subscription = await _active_subscription(session, scope, subscription_id)
+    subscription = await get_subscription(session, scope, subscription_id)
+    _require_active(subscription)
     payload = test_payload(subscription)
     event_id, delivery_id = uuid.uuid4(), uuid.uuid4()
     repository = IngestionRepository(session)

@@ -285,6 +285,22 @@ async def record_attempts(
         # Losing this commit in a database crash only means the deliveries are sent again
         # after their lease (at least once still holds), so it need not wait for the WAL flush.
         await _configure_transaction(connection, allow_sort=True, durable=False)
+        # Subscriptions first, then deliveries: the order in which PATCH and DELETE lock them.
+        failing = sorted({r.delivery.subscription_id for r in records if r.outcome != "succeeded"})
+        # A success ends the run of failures; a failure in the same batch starts a new one.
+        healthy = sorted({r.delivery.subscription_id for r in records if r.outcome == "succeeded"})
+        if healthy:
+            await connection.execute(_MARK_HEALTHY, healthy)
+        disabled: list[tuple[uuid.UUID, str]] = []
+        if failing:
+            await connection.execute(_MARK_FAILING, failing)
+            rows = await connection.fetch(_DISABLE_LONG_FAILING, failing, auto_disable_after)
+            disabled += [(row["id"], "failing") for row in rows]
+        if gone_subscriptions:
+            rows = await connection.fetch(
+                _DISABLE, sorted(set(gone_subscriptions)), "endpoint answered 410"
+            )
+            disabled += [(row["id"], "gone") for row in rows]
         await connection.execute(
             _INSERT_ATTEMPTS,
             [uuid.uuid4() for _ in records],
@@ -307,21 +323,6 @@ async def record_attempts(
             [r.outcome for r in records],
             [r.retry_in for r in records],
         )
-        failing = sorted({r.delivery.subscription_id for r in records if r.outcome != "succeeded"})
-        # A success ends the run of failures; a failure in the same batch starts a new one.
-        healthy = sorted({r.delivery.subscription_id for r in records if r.outcome == "succeeded"})
-        if healthy:
-            await connection.execute(_MARK_HEALTHY, healthy)
-        disabled: list[tuple[uuid.UUID, str]] = []
-        if failing:
-            await connection.execute(_MARK_FAILING, failing)
-            rows = await connection.fetch(_DISABLE_LONG_FAILING, failing, auto_disable_after)
-            disabled += [(row["id"], "failing") for row in rows]
-        if gone_subscriptions:
-            rows = await connection.fetch(
-                _DISABLE, sorted(set(gone_subscriptions)), "endpoint answered 410"
-            )
-            disabled += [(row["id"], "gone") for row in rows]
         if disabled:
             await connection.execute(_FAIL_PENDING, [sub for sub, _ in disabled], inactive_error)
         finals = [r for r in records if r.outcome != "retry"]

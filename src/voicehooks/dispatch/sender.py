@@ -148,8 +148,10 @@ class Sender:
             refused = isinstance(exc.os_error, ConnectionRefusedError)
             return Outcome(False, elapsed(), error="connection refused" if refused else str(exc))
         except (aiohttp.ClientError, OSError, ValueError) as exc:
-            return Outcome(False, elapsed(), error=f"{type(exc).__name__}: {exc}"[:500])
-        text = excerpt.decode("utf-8", errors="replace")
+            reason = f"{type(exc).__name__}: {exc}".replace("\x00", "\ufffd")
+            return Outcome(False, elapsed(), error=reason[:500])
+        # Postgres text holds no NUL: it becomes U+FFFD like any other undecodable byte.
+        text = excerpt.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
         if 200 <= status < 300:
             return Outcome(True, elapsed(), status, None, text)
         error = "redirect (not followed)" if 300 <= status < 400 else None

@@ -91,8 +91,15 @@ _STORED_EVENTS = text(
 
 # A delivery whose call already has a pending delivery for the subscription waits (no due
 # time) until that one is final; the dispatcher then makes it due.
+# Only for subscriptions still active, share-locked until commit: a subscription deleted or
+# deactivated meanwhile gets no delivery (and no foreign-key error).
 _INSERT_DELIVERIES = text(
     """
+    WITH live AS (
+        SELECT id FROM subscriptions
+        WHERE id = ANY(CAST(:subscription_ids AS uuid[])) AND status = 'active'
+        FOR SHARE
+    )
     INSERT INTO deliveries (id, event_id, subscription_id, call_id, next_attempt_at)
     SELECT d.id, d.event_id, d.subscription_id, d.call_id,
            CASE WHEN d.follows_in_batch OR EXISTS (
@@ -104,6 +111,7 @@ _INSERT_DELIVERIES = text(
                 CAST(:subscription_ids AS uuid[]), CAST(:call_ids AS text[]),
                 CAST(:follows AS boolean[]))
          WITH ORDINALITY AS d(id, event_id, subscription_id, call_id, follows_in_batch, position)
+    WHERE d.subscription_id IN (SELECT id FROM live)
     ORDER BY d.position
     """
 )

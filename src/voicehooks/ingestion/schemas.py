@@ -1,11 +1,11 @@
 """Bodies of the internal ingestion API (SPEC §3)."""
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
+from voicehooks.api.timestamps import Timestamp
 from voicehooks.voice import EventName
 
 MAX_BATCH = 1000
@@ -34,7 +34,7 @@ class EventIn(BaseModel):
     )
     workspace_id: uuid.UUID = Field(alias="workspaceId")
     event: EventName
-    occurred_at: datetime | None = Field(default=None, alias="occurredAt")
+    occurred_at: Timestamp | None = Field(default=None, alias="occurredAt")
     payload: CallPayload
 
 

@@ -84,6 +84,7 @@ def delivery_body(event: str, payload: dict[str, Any]) -> str:
         {"service": SERVICE, "event": event, "payload": payload},
         ensure_ascii=False,
         separators=(",", ":"),
+        allow_nan=False,  # NaN, Infinity and overflowing numbers are not JSON to receivers
     )
 
 
@@ -101,7 +102,11 @@ def validate_events(events: Sequence[EventIn], *, batch: bool) -> list[CallFacts
         errors.extend(item_errors)
         if item.id is not None and not _storable_text(item.id):
             errors.append(FieldError(field=f"{prefix}id", message="must be valid Unicode text"))
-        body = delivery_body(item.event, item.payload)
+        try:
+            body = delivery_body(item.event, item.payload)
+        except ValueError:
+            errors.append(FieldError(field=where, message="numbers must be finite"))
+            continue
         if not _storable_text(body):
             errors.append(FieldError(field=where, message="must be valid Unicode text"))
         if found is not None:

@@ -31,7 +31,7 @@ class SubscriptionRepository:
         return await self.session.scalar(
             select(Subscription)
             .where(Subscription.id == subscription_id, Subscription.workspace_id == workspace_id)
-            .with_for_update()
+            .with_for_update(key_share=True)  # FOR NO KEY UPDATE: ingestion's FK locks may pass
         )
 
     async def page(

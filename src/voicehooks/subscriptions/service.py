@@ -194,6 +194,8 @@ async def update_subscription(
             raise invalid_field(
                 SubscriptionUpdate.model_fields[name].alias or name, "must not be null"
             )
+    # Resolve a new URL before taking the row lock: DNS may take seconds.
+    new_host = await _target_host(body.url, settings) if body.url is not None else None
     repository = SubscriptionRepository(session)
     subscription = await repository.get_for_update(scope.workspace_id, subscription_id)
     if subscription is None:
@@ -211,8 +213,8 @@ async def update_subscription(
         subscription.event_filters = _filters_json(body.event_filters)
         subscription.channel_id = filters.channel_id
         subscription.statuses = list(filters.statuses)
-    if body.url is not None:
-        subscription.target_host = await _target_host(body.url, settings)
+    if body.url is not None and new_host is not None:
+        subscription.target_host = new_host
         subscription.url = body.url
     if body.signing_key is not None and body.signing_key != subscription.signing_key:
         subscription.previous_signing_keys = _rotated_keys(subscription, body.signing_key, settings)

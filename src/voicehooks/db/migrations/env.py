@@ -2,10 +2,9 @@ import asyncio
 
 from alembic import context
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import create_async_engine
 
+from voicehooks.db.engine import create_engine
 from voicehooks.db.models import Base
-from voicehooks.db.urls import sqlalchemy_url
 
 config = context.config
 target_metadata = Base.metadata
@@ -18,7 +17,7 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_async(url: str) -> None:
-    engine = create_async_engine(sqlalchemy_url(url))
+    engine = create_engine(url, pool_size=1)
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run)
