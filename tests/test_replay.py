@@ -3,6 +3,7 @@
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
+from tests.conftest import INGEST_TOKEN
 from tests.operations_helpers import (
     AN_HOUR_LATER,
     delivery_of,
@@ -466,3 +467,27 @@ async def test_deliveries_stopped_by_deactivation_can_be_recovered_after_reactiv
         None,
         None,
     )
+
+
+async def test_deliveries_of_one_batch_are_listed_newest_first(client, tenant, db):
+    # One batch is one transaction: every row shares its created_at, yet order still holds.
+    sub = await create_subscription(client, tenant, url="https://example.com/hook")
+    events = [call_event(tenant.workspace_id, call_id=f"call-{n}") for n in range(7)]
+    response = await client.post(
+        "/internal/v1/events/batch",
+        json={"events": events},
+        headers={"Authorization": f"Bearer {INGEST_TOKEN}"},
+    )
+    assert response.status_code == 202, response.text
+    event_ids = [result["id"] for result in response.json()["results"]]
+
+    listed, token = [], None
+    while True:
+        params = {"limit": 3, **({"pageToken": token} if token else {})}
+        page = await client.get(_deliveries(tenant, sub), params=params, headers=tenant.headers)
+        assert page.status_code == 200, page.text
+        listed += [delivery["eventId"] for delivery in page.json()["results"]]
+        token = page.json().get("nextPageToken")
+        if not token:
+            break
+    assert listed == event_ids[::-1]

@@ -44,6 +44,24 @@ def decode_page_token(token: str | None) -> Cursor | None:
     return cursor
 
 
+def encode_sequence_token(sequence: int) -> str:
+    """A page token for lists ordered by a sequence number (ingestion order)."""
+    return base64.urlsafe_b64encode(json.dumps([sequence]).encode()).decode().rstrip("=")
+
+
+def decode_sequence_token(token: str | None) -> int | None:
+    if token is None:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        (sequence,) = json.loads(raw)
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise invalid_field("pageToken", "not a page token of this list") from None
+    if not isinstance(sequence, int) or isinstance(sequence, bool):
+        raise invalid_field("pageToken", "not a page token of this list")
+    return sequence
+
+
 def page_response(page: BaseModel) -> JSONResponse:
     """A page as JSON; `nextPageToken` is left out entirely on the last page."""
     body = page.model_dump(mode="json", by_alias=True)

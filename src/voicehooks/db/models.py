@@ -160,7 +160,7 @@ class Delivery(Base):
             "seq",
             postgresql_where=text("state = 'pending' AND next_attempt_at IS NULL"),
         ),
-        Index("ix_deliveries_listing", "subscription_id", "created_at", "id"),
+        Index("ix_deliveries_listing", "subscription_id", "seq"),
         # Room on each page so that a claim (which changes no indexed column) is a HOT update.
         {"postgresql_with": {"fillfactor": "70"}},
     )

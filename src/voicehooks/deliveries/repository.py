@@ -3,30 +3,13 @@
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import and_, case, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
-from sqlalchemy.sql import Select
 
 from voicehooks.api.pagination import Cursor
 from voicehooks.db.models import Attempt, Delivery
-
-
-def _newest_first(
-    query: Select[Any], model: type[Attempt] | type[Delivery], after: Cursor | None, limit: int
-) -> Select[Any]:
-    if after is not None:
-        created_at, row_id = after
-        query = query.where(
-            or_(
-                model.created_at < created_at,
-                and_(model.created_at == created_at, model.id < row_id),
-            )
-        )
-    return query.order_by(model.created_at.desc(), model.id.desc()).limit(limit)
-
 
 _earlier = aliased(Delivery)
 # A re-queued delivery rejoins the order of its call: it waits while an earlier one is pending.
@@ -82,20 +65,33 @@ class DeliveryRepository:
         query = select(Attempt).where(Attempt.subscription_id == subscription_id)
         if execution_status is not None:
             query = query.where(Attempt.execution_status == execution_status)
-        return (await self.session.scalars(_newest_first(query, Attempt, after, limit))).all()
+        if after is not None:
+            created_at, row_id = after
+            query = query.where(
+                or_(
+                    Attempt.created_at < created_at,
+                    and_(Attempt.created_at == created_at, Attempt.id < row_id),
+                )
+            )
+        query = query.order_by(Attempt.created_at.desc(), Attempt.id.desc()).limit(limit)
+        return (await self.session.scalars(query)).all()
 
     async def deliveries_page(
         self,
         subscription_id: uuid.UUID,
         *,
         state: str | None,
-        after: Cursor | None,
+        before_sequence: int | None,
         limit: int,
     ) -> Sequence[Delivery]:
+        """Newest first by ingestion order (one batch shares one created_at)."""
         query = select(Delivery).where(Delivery.subscription_id == subscription_id)
         if state is not None:
             query = query.where(Delivery.state == state)
-        return (await self.session.scalars(_newest_first(query, Delivery, after, limit))).all()
+        if before_sequence is not None:
+            query = query.where(Delivery.seq < before_sequence)
+        query = query.order_by(Delivery.seq.desc()).limit(limit)
+        return (await self.session.scalars(query)).all()
 
     async def get_for_update(
         self, subscription_id: uuid.UUID, delivery_id: uuid.UUID

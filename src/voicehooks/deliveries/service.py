@@ -6,7 +6,12 @@ from datetime import UTC, datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from voicehooks.api.dependencies import WorkspaceScope
-from voicehooks.api.pagination import decode_page_token, encode_page_token
+from voicehooks.api.pagination import (
+    decode_page_token,
+    decode_sequence_token,
+    encode_page_token,
+    encode_sequence_token,
+)
 from voicehooks.api.problems import Conflict, NotFound, invalid_field
 from voicehooks.db.models import Attempt, Delivery, Subscription
 from voicehooks.deliveries.repository import DeliveryRepository
@@ -88,13 +93,12 @@ async def deliveries(
 ) -> DeliveryPage:
     await get_subscription(session, scope, subscription_id)
     rows = await DeliveryRepository(session).deliveries_page(
-        subscription_id, state=state, after=decode_page_token(page_token), limit=limit + 1
+        subscription_id,
+        state=state,
+        before_sequence=decode_sequence_token(page_token),
+        limit=limit + 1,
     )
-    token = (
-        encode_page_token(rows[limit - 1].created_at, rows[limit - 1].id)
-        if len(rows) > limit
-        else None
-    )
+    token = encode_sequence_token(rows[limit - 1].seq) if len(rows) > limit else None
     return DeliveryPage(results=[delivery_out(row) for row in rows[:limit]], next_page_token=token)
 
 
