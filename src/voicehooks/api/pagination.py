@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from voicehooks.api.problems import invalid_field
 from voicehooks.api.timestamps import in_utc
+from voicehooks.db.keyset import Cursor
 
 Limit = Annotated[int, Query(ge=1, le=100, description="Page size, 1–100.")]
 PageToken = Annotated[
@@ -23,8 +24,6 @@ PageToken = Annotated[
         description="`nextPageToken` of the previous page.",
     ),
 ]
-
-Cursor = tuple[datetime, uuid.UUID]
 
 
 def encode_page_token(created_at: datetime, row_id: uuid.UUID) -> str:

@@ -4,11 +4,11 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import and_, case, exists, func, or_, select, update
+from sqlalchemy import case, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from voicehooks.api.pagination import Cursor
+from voicehooks.db.keyset import Cursor, newest_first
 from voicehooks.db.models import Attempt, Delivery
 
 _earlier = aliased(Delivery)
@@ -65,15 +65,7 @@ class DeliveryRepository:
         query = select(Attempt).where(Attempt.subscription_id == subscription_id)
         if execution_status is not None:
             query = query.where(Attempt.execution_status == execution_status)
-        if after is not None:
-            created_at, row_id = after
-            query = query.where(
-                or_(
-                    Attempt.created_at < created_at,
-                    and_(Attempt.created_at == created_at, Attempt.id < row_id),
-                )
-            )
-        query = query.order_by(Attempt.created_at.desc(), Attempt.id.desc()).limit(limit)
+        query = newest_first(query, Attempt.created_at, Attempt.id, after, limit)
         return (await self.session.scalars(query)).all()
 
     async def deliveries_page(

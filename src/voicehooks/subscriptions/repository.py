@@ -3,10 +3,10 @@
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import and_, func, or_, select, text, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from voicehooks.api.pagination import Cursor
+from voicehooks.db.keyset import Cursor, newest_first
 from voicehooks.db.models import Subscription
 
 
@@ -48,15 +48,7 @@ class SubscriptionRepository:
             query = query.where(Subscription.event == event)
         if status is not None:
             query = query.where(Subscription.status == status)
-        if after is not None:
-            created_at, row_id = after
-            query = query.where(
-                or_(
-                    Subscription.created_at < created_at,
-                    and_(Subscription.created_at == created_at, Subscription.id < row_id),
-                )
-            )
-        query = query.order_by(Subscription.created_at.desc(), Subscription.id.desc()).limit(limit)
+        query = newest_first(query, Subscription.created_at, Subscription.id, after, limit)
         return (await self.session.scalars(query)).all()
 
     async def lock_filter_group(self, workspace_id: uuid.UUID, event: str) -> None:
