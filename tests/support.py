@@ -11,8 +11,7 @@ from typing import Any, TypeVar
 import httpx
 from aiohttp import web
 
-from voicehooks.db.engine import create_engine, create_sessionmaker
-from voicehooks.tenancy.service import bootstrap
+from voicehooks.tenancy.service import bootstrap_database
 
 T = TypeVar("T")
 
@@ -182,10 +181,5 @@ def call_event(
 
 async def bootstrap_tenant(database_url: str, organization: str, workspace: str) -> Tenant:
     """Find or create an organization and workspace and issue a new access key for them."""
-    engine = create_engine(database_url, pool_size=1)
-    try:
-        async with create_sessionmaker(engine)() as session, session.begin():
-            result = await bootstrap(session, organization, workspace)
-    finally:
-        await engine.dispose()
+    result = await bootstrap_database(database_url, organization, workspace)
     return Tenant(result.organization_id, result.workspace_id, result.access_key)

@@ -166,21 +166,15 @@ def bootstrap(
     workspace: Annotated[str, typer.Option(help="Workspace name.")] = "default",
 ) -> None:
     """Create the organization and workspace if missing and print a new access key (JSON)."""
-    from voicehooks.db.engine import create_engine, create_sessionmaker
     from voicehooks.db.migrate import upgrade
-    from voicehooks.tenancy.service import bootstrap as bootstrap_tenancy
+    from voicehooks.tenancy.service import bootstrap_database
 
     settings = _settings()
 
     async def run(database_url: str) -> dict[str, str]:
         if settings.database_url is None:
             await upgrade(database_url)  # the embedded database may be brand new
-        engine = create_engine(database_url, pool_size=1)
-        try:
-            async with create_sessionmaker(engine)() as session, session.begin():
-                result = await bootstrap_tenancy(session, organization, workspace)
-        finally:
-            await engine.dispose()
+        result = await bootstrap_database(database_url, organization, workspace)
         return {
             "organizationId": str(result.organization_id),
             "workspaceId": str(result.workspace_id),

@@ -267,11 +267,6 @@ async def claim(
     ]
 
 
-@dataclass(frozen=True)
-class RecordSummary:
-    disabled: list[tuple[uuid.UUID, str]]
-
-
 async def record_attempts(
     connection: asyncpg.Connection,
     records: Sequence[AttemptRecord],
@@ -279,8 +274,11 @@ async def record_attempts(
     auto_disable_after: float,
     gone_subscriptions: Sequence[uuid.UUID],
     inactive_error: str,
-) -> RecordSummary:
-    """Store a batch of attempt results and their consequences, in one transaction."""
+) -> list[tuple[uuid.UUID, str]]:
+    """Store a batch of attempt results and their consequences, in one transaction.
+
+    Returns the subscriptions it made inactive, with the reason ("failing" or "gone").
+    """
     async with connection.transaction():
         # Losing this commit in a database crash only means the deliveries are sent again
         # after their lease (at least once still holds), so it need not wait for the WAL flush.
@@ -332,7 +330,7 @@ async def record_attempts(
                 [r.delivery.subscription_id for r in finals],
                 [r.delivery.call_id for r in finals],
             )
-    return RecordSummary(disabled)
+    return disabled
 
 
 async def release_claims(

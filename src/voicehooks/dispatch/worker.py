@@ -57,7 +57,8 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._results_ready = asyncio.Event()
         self._results: list[tuple[AttemptRecord, bool]] = []
-        self._in_flight: set[asyncio.Task[None]] = set()
+        # One task per held delivery: waiting for a slot, or being sent.
+        self._held_tasks: set[asyncio.Task[None]] = set()
         # Claimed and not finished, per destination host; each host sends through its own slots.
         self._held: Counter[str] = Counter()
         self._host_slots: dict[str, asyncio.Semaphore] = {}
@@ -91,9 +92,11 @@ class Dispatcher:
         try:
             await self._claim_loop()
         finally:
-            if self._in_flight:
-                await asyncio.wait(set(self._in_flight), timeout=self.settings.delivery_timeout + 5)
-            for task in self._in_flight:
+            if self._held_tasks:
+                await asyncio.wait(
+                    set(self._held_tasks), timeout=self.settings.delivery_timeout + 5
+                )
+            for task in self._held_tasks:
                 task.cancel()
             # Let the recorder finish the batch it holds (cancelling it would lose that batch).
             self.stop()
@@ -124,7 +127,7 @@ class Dispatcher:
         assert self._pool is not None
         while not self._stopping.is_set():
             self._wake.clear()
-            room = HOLD_FACTOR * self.settings.max_in_flight - len(self._in_flight)
+            room = HOLD_FACTOR * self.settings.max_in_flight - len(self._held_tasks)
             requested = min(room, CLAIM_BATCH)
             claimed: list[ClaimedDelivery] = []
             if requested > 0:
@@ -160,8 +163,8 @@ class Dispatcher:
             self._host_slots[host] = asyncio.Semaphore(self.settings.max_in_flight_per_host)
         self._held[host] += 1
         task = asyncio.create_task(self._deliver(delivery, self._host_slots[host]))
-        self._in_flight.add(task)
-        task.add_done_callback(self._in_flight.discard)
+        self._held_tasks.add(task)
+        task.add_done_callback(self._held_tasks.discard)
 
     async def _deliver(self, delivery: ClaimedDelivery, host_slot: asyncio.Semaphore) -> None:
         try:
@@ -253,7 +256,7 @@ class Dispatcher:
             batch, self._results = self._results, []
             try:
                 async with self._pool.acquire() as connection:
-                    summary = await repository.record_attempts(
+                    disabled = await repository.record_attempts(
                         connection,
                         [record for record, _ in batch],
                         auto_disable_after=self.settings.auto_disable_after,
@@ -269,7 +272,7 @@ class Dispatcher:
                     return
                 await asyncio.sleep(0.2)
                 continue
-            self._count(batch, summary.disabled)
+            self._count(batch, disabled)
             self._wake.set()  # finals may have released the next delivery of their call
 
     async def _hand_back_unsent(self) -> None:

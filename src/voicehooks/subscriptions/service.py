@@ -213,9 +213,9 @@ async def update_subscription(
         subscription.event_filters = _filters_json(body.event_filters)
         subscription.channel_id = filters.channel_id
         subscription.statuses = list(filters.statuses)
-    if body.url is not None and new_host is not None:
+    if new_host is not None:
         subscription.target_host = new_host
-        subscription.url = body.url
+        subscription.url = str(body.url)
     if body.signing_key is not None and body.signing_key != subscription.signing_key:
         subscription.previous_signing_keys = _rotated_keys(subscription, body.signing_key, settings)
         subscription.signing_key = body.signing_key

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from voicehooks.db.engine import create_engine, create_sessionmaker
 from voicehooks.db.models import AccessKey, Organization, Workspace
 from voicehooks.tenancy.repository import TenancyRepository
 
@@ -44,6 +45,18 @@ async def bootstrap(
         AccessKey(id=uuid.uuid4(), organization_id=organization.id, key_hash=hash_access_key(key))
     )
     return BootstrapResult(organization.id, workspace.id, key)
+
+
+async def bootstrap_database(
+    database_url: str, organization_name: str, workspace_name: str
+) -> BootstrapResult:
+    """bootstrap() in a transaction of its own, outside any request (CLI, tests)."""
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        async with create_sessionmaker(engine)() as session, session.begin():
+            return await bootstrap(session, organization_name, workspace_name)
+    finally:
+        await engine.dispose()
 
 
 async def organization_for_key(session: AsyncSession, key: str) -> uuid.UUID | None:
