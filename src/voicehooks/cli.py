@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import signal
@@ -21,6 +22,9 @@ from voicehooks.observability.logging import configure_logging
 app = typer.Typer(
     help="Webhook subscriptions for voice call life-cycle events.", no_args_is_help=True
 )
+
+# Collections of the youngest generation every 20,000 net allocations instead of 700.
+GC_THRESHOLDS = (20_000, 20, 50)
 
 Host = Annotated[str, typer.Option(help="Interface to listen on.")]
 Port = Annotated[int, typer.Option(help="Port to listen on.")]
@@ -74,6 +78,7 @@ async def _run(
         if dispatcher is not None:
             dispatcher.stop()
 
+    _settle_garbage_collector()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop)
@@ -89,6 +94,19 @@ def _run_service(main: Coroutine[Any, Any, None]) -> None:
     """Run a long-lived service on uvloop: its transports cost about half the CPU per request
     of the standard event loop, and requests are the hot path of both API and dispatcher."""
     uvloop.run(main)
+
+
+def _settle_garbage_collector() -> None:
+    """Spare the hot paths most of the collector's work; called once the service is built.
+
+    With the default thresholds, the collections that every few hundred allocations trigger
+    took about an eighth of the dispatcher's CPU, mostly re-scanning the long-lived objects
+    of the loaded modules and the app. Those are frozen out of the collector's sight, and
+    collections run less often; reference cycles are still collected.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def _settings() -> Settings:

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from datetime import UTC, datetime
 
 import asyncpg
@@ -20,7 +20,7 @@ from voicehooks.db.urls import libpq_url
 from voicehooks.dispatch import repository
 from voicehooks.dispatch.repository import AttemptRecord, ClaimedDelivery
 from voicehooks.dispatch.schedule import next_delay, parse_retry_after
-from voicehooks.dispatch.sender import Message, Outcome, Sender
+from voicehooks.dispatch.sender import Outcome, Sender
 from voicehooks.ingestion.repository import DELIVERIES_CHANNEL
 from voicehooks.observability.metrics import (
     ATTEMPTS,
@@ -57,13 +57,16 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._results_ready = asyncio.Event()
         self._results: list[tuple[AttemptRecord, bool]] = []
-        # One task per held delivery: waiting for a slot, or being sent.
-        self._held_tasks: set[asyncio.Task[None]] = set()
-        # Claimed and not finished, per destination host; each host sends through its own slots.
+        # Claimed and not finished, per destination host (waiting or being sent).
         self._held: Counter[str] = Counter()
-        self._host_slots: dict[str, asyncio.Semaphore] = {}
-        self._sending = asyncio.Semaphore(settings.max_in_flight)
-        self._unsent: list[ClaimedDelivery] = []
+        # Claimed and waiting for a sender, per destination host.
+        self._waiting: dict[str, deque[ClaimedDelivery]] = {}
+        # Sender loops: each sends the deliveries of one host, one at a time, until none waits.
+        # At most max_in_flight_per_host per host and max_in_flight in all.
+        self._senders: set[asyncio.Task[None]] = set()
+        self._senders_per_host: Counter[str] = Counter()
+        # Hosts that wanted another sender while all max_in_flight were busy, oldest first.
+        self._starving: dict[str, None] = {}
 
     @property
     def lease_seconds(self) -> float:
@@ -92,11 +95,9 @@ class Dispatcher:
         try:
             await self._claim_loop()
         finally:
-            if self._held_tasks:
-                await asyncio.wait(
-                    set(self._held_tasks), timeout=self.settings.delivery_timeout + 5
-                )
-            for task in self._held_tasks:
+            if self._senders:
+                await asyncio.wait(set(self._senders), timeout=self.settings.delivery_timeout + 5)
+            for task in self._senders:
                 task.cancel()
             # Let the recorder finish the batch it holds (cancelling it would lose that batch).
             self.stop()
@@ -127,7 +128,7 @@ class Dispatcher:
         assert self._pool is not None
         while not self._stopping.is_set():
             self._wake.clear()
-            room = HOLD_FACTOR * self.settings.max_in_flight - len(self._held_tasks)
+            room = HOLD_FACTOR * self.settings.max_in_flight - self._held.total()
             requested = min(room, CLAIM_BATCH)
             claimed: list[ClaimedDelivery] = []
             if requested > 0:
@@ -157,37 +158,75 @@ class Dispatcher:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
+    # -- sending --------------------------------------------------------------------------
+
     def _start(self, delivery: ClaimedDelivery) -> None:
         host = delivery.target_host
-        if not self._held[host]:
-            self._host_slots[host] = asyncio.Semaphore(self.settings.max_in_flight_per_host)
         self._held[host] += 1
-        task = asyncio.create_task(self._deliver(delivery, self._host_slots[host]))
-        self._held_tasks.add(task)
-        task.add_done_callback(self._held_tasks.discard)
+        self._waiting.setdefault(host, deque()).append(delivery)
+        self._add_senders(host)
 
-    async def _deliver(self, delivery: ClaimedDelivery, host_slot: asyncio.Semaphore) -> None:
+    def _add_senders(self, host: str) -> None:
+        """As many sender loops for the host as it has deliveries held, within both bounds."""
+        limit = min(self.settings.max_in_flight_per_host, self._held[host])
+        while self._senders_per_host[host] < limit:
+            if len(self._senders) >= self.settings.max_in_flight:
+                self._starving[host] = None
+                return
+            self._senders_per_host[host] += 1
+            task = asyncio.create_task(self._send_loop(host))
+            self._senders.add(task)
+            task.add_done_callback(self._senders.discard)
+
+    async def _send_loop(self, host: str) -> None:
+        queue = self._waiting[host]
         try:
-            async with host_slot, self._sending:
-                if self._stopping.is_set():  # claimed but never started: hand it back
-                    self._unsent.append(delivery)
-                    return
-                started_at = datetime.now(UTC)
-                outcome = await self.sender.send(
-                    Message(
-                        delivery_id=str(delivery.id),
-                        url=delivery.url,
-                        body=delivery.body,
-                        signing_key=delivery.signing_key,
-                        previous_keys=delivery.previous_keys,
-                    )
-                )
+            while queue and not self._stopping.is_set():
+                delivery = queue.popleft()
+                await self._attempt(delivery)
+                self._finished(host)
+                if self._starving and len(self._senders) >= self.settings.max_in_flight:
+                    break  # give the slot to a host that waits for one
+        finally:
+            self._senders.discard(asyncio.current_task())
+            self._senders_per_host[host] -= 1
+            if not self._senders_per_host[host]:
+                del self._senders_per_host[host]
+                if not queue:
+                    del self._waiting[host]
+            self._feed_starving()
+
+    def _feed_starving(self) -> None:
+        """A sender slot came free: the host that has waited longest for one gets it."""
+        while self._starving and len(self._senders) < self.settings.max_in_flight:
+            host = next(iter(self._starving))
+            del self._starving[host]
+            if host in self._waiting:
+                self._add_senders(host)
+            if host in self._starving:
+                return
+
+    def _finished(self, host: str) -> None:
+        """A held delivery is done: its room can be claimed again."""
+        self._held[host] -= 1
+        if self._held[host] <= 0:
+            del self._held[host]
+        self._wake.set()
+
+    async def _attempt(self, delivery: ClaimedDelivery) -> None:
+        """Send one delivery and collect its outcome for the recorder."""
+        started_at = datetime.now(UTC)
+        try:
+            outcome = await self.sender.send(
+                delivery_id=str(delivery.id),
+                url=delivery.url,
+                body=delivery.body,
+                signing_key=delivery.signing_key,
+                previous_keys=delivery.previous_keys,
+            )
         except Exception as exc:  # a bug must not strand the delivery: record it as failed
             log.exception("send_crashed", delivery_id=str(delivery.id))
-            started_at = datetime.now(UTC)
             outcome = Outcome(False, 0, error=f"internal error: {type(exc).__name__}")
-        finally:
-            self._release(delivery.target_host)
         record = self._decide(delivery, outcome, started_at)
         log.info(
             "attempt",
@@ -203,14 +242,6 @@ class Dispatcher:
         )
         self._results.append((record, outcome.status_code == 410))
         self._results_ready.set()
-
-    def _release(self, host: str) -> None:
-        """A held delivery is done: its room can be claimed again."""
-        self._held[host] -= 1
-        if self._held[host] <= 0:
-            del self._held[host]
-            del self._host_slots[host]
-        self._wake.set()
 
     def _decide(
         self, delivery: ClaimedDelivery, outcome: Outcome, started_at: datetime
@@ -278,13 +309,14 @@ class Dispatcher:
     async def _hand_back_unsent(self) -> None:
         """Release the claims of deliveries that were held but not sent, for others to take now."""
         assert self._pool is not None
-        if not self._unsent:
+        unsent = [delivery for queue in self._waiting.values() for delivery in queue]
+        if not unsent:
             return
         try:
             async with self._pool.acquire() as connection:
-                await repository.release_claims(connection, self._unsent)
+                await repository.release_claims(connection, unsent)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("release_failed", error=str(exc), deliveries=len(self._unsent))
+            log.warning("release_failed", error=str(exc), deliveries=len(unsent))
 
     @staticmethod
     def _count(

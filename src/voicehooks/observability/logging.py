@@ -30,6 +30,29 @@ def _drop_secrets(
     return event_dict
 
 
+class _UtcTimestamp:
+    """`timestamp` as ISO 8601 UTC with microseconds, formatting only the fraction per line.
+
+    structlog's TimeStamper formats the whole date for every line; the dispatcher writes one
+    line per attempt, thousands per second, and the date changes once a second.
+    """
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(
+        self, _: Any, __: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        event_dict["timestamp"] = f"{self._prefix}.{int((now - second) * 1e6):06d}Z"
+        return event_dict
+
+
 def configure_logging(level: str = "INFO") -> None:
     renderer: Any
     factory: Any
@@ -44,7 +67,7 @@ def configure_logging(level: str = "INFO") -> None:
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _UtcTimestamp(),
             _drop_secrets,
             structlog.processors.format_exc_info,
             renderer,

@@ -8,6 +8,7 @@ flushed yet. Backlog gauges are read from the deliveries table at scrape time.
 import asyncio
 import bisect
 import contextlib
+import functools
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import AbstractAsyncContextManager
@@ -49,6 +50,12 @@ def _encode(labels: Labels) -> str:
     return ",".join(f"{key}={value}" for key, value in labels)
 
 
+@functools.lru_cache(maxsize=1024)
+def _encode_labels(labels: Labels) -> str:
+    """The stored form of labels given in any order (counters are incremented per attempt)."""
+    return _encode(tuple(sorted(labels)))
+
+
 def _decode(encoded: str) -> Labels:
     if not encoded:
         return ()
@@ -62,7 +69,7 @@ class SharedCounters:
         self._pending: defaultdict[tuple[str, str], float] = defaultdict(float)
 
     def increment(self, name: str, amount: float = 1.0, **labels: str) -> None:
-        self._pending[(name, _encode(tuple(sorted(labels.items()))))] += amount
+        self._pending[(name, _encode_labels(tuple(labels.items())))] += amount
 
     def observe_duration(self, seconds: float) -> None:
         # Stored per bucket, not cumulated: one increment per observation (hot path).
