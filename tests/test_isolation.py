@@ -102,3 +102,36 @@ async def test_requests_in_flight_never_exceed_the_global_bound(client, tenant, 
         async with running_dispatcher(database_url, max_in_flight=4, max_in_flight_per_host=64):
             await wait_until(lambda: receiver.arrived == 30, timeout=15)
         assert receiver.most_in_flight == 4
+
+
+async def test_hosts_share_the_global_bound_in_turns(client, tenant, database_url, db):
+    async with (
+        serving("127.0.0.1", delay=3.0) as (slow, slow_url),
+        serving("127.0.0.2", delay=0.0) as (fast, fast_url),
+    ):
+        await create_subscription(client, tenant, url=slow_url)
+        await ingest_batch(
+            client,
+            [call_event(tenant.workspace_id, call_id=f"slow-{n}") for n in range(6)],
+        )
+        async with running_dispatcher(
+            database_url, max_in_flight=2, max_in_flight_per_host=2, delivery_timeout=8.0
+        ):
+            # The slow host takes both places of the global bound.
+            await wait_until(lambda: slow.in_flight == 2, timeout=5)
+            await create_subscription(client, tenant, url=fast_url, event="voice.outbound")
+            await ingest_batch(
+                client,
+                [
+                    call_event(tenant.workspace_id, call_id=f"fast-{n}", event="voice.outbound")
+                    for n in range(4)
+                ],
+            )
+            # When the slow host's first requests end, a place goes to the fast host: it does
+            # not wait behind the slow host's whole backlog (6 requests, three rounds of 3 s).
+            await wait_until(lambda: fast.arrived >= 1, timeout=5)
+            assert slow.arrived <= 4
+            slow.release.set()
+            await wait_until(lambda: slow.arrived == 6 and fast.arrived == 4, timeout=15)
+            assert slow.most_in_flight == 2
+            assert fast.most_in_flight <= 2

@@ -185,16 +185,23 @@ class Dispatcher:
                 delivery = queue.popleft()
                 await self._attempt(delivery)
                 self._finished(host)
-                if self._starving and len(self._senders) >= self.settings.max_in_flight:
-                    break  # give the slot to a host that waits for one
+                if self._another_host_starves(host):
+                    break  # give the slot to it
         finally:
             self._senders.discard(asyncio.current_task())
             self._senders_per_host[host] -= 1
+            if queue and not self._stopping.is_set():
+                self._starving[host] = None  # gave its slot away: queue up for the next one
             if not self._senders_per_host[host]:
                 del self._senders_per_host[host]
                 if not queue:
                     del self._waiting[host]
             self._feed_starving()
+
+    def _another_host_starves(self, host: str) -> bool:
+        if len(self._senders) < self.settings.max_in_flight or not self._starving:
+            return False
+        return len(self._starving) > 1 or host not in self._starving
 
     def _feed_starving(self) -> None:
         """A sender slot came free: the host that has waited longest for one gets it."""
