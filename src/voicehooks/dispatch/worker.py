@@ -168,6 +168,8 @@ class Dispatcher:
 
     def _add_senders(self, host: str) -> None:
         """As many sender loops for the host as it has deliveries held, within both bounds."""
+        if self._stopping.is_set():
+            return  # what waits now is handed back by run()
         limit = min(self.settings.max_in_flight_per_host, self._held[host])
         while self._senders_per_host[host] < limit:
             if len(self._senders) >= self.settings.max_in_flight:
