@@ -46,29 +46,49 @@ RETURNING d.id, d.claim_token, d.attempts, d.attempts_allowed, d.subscription_id
           s.workspace_id
 """
 
-_RECORD_OUTCOMES = """
-UPDATE deliveries d SET
-    attempts = d.attempts + 1,
-    state = CASE r.outcome WHEN 'retry' THEN 'pending' ELSE r.outcome END,
-    next_attempt_at = CASE WHEN r.outcome = 'retry'
-                           THEN now() + make_interval(secs => r.delay) END,
-    claim_token = NULL,
-    leased_until = NULL,
-    updated_at = now()
-FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::float8[]) AS r(id, token, outcome, delay)
-WHERE d.id = r.id AND d.claim_token = r.token
-"""
-
-_INSERT_ATTEMPTS = """
-INSERT INTO attempts (id, delivery_id, subscription_id, event_id, event, attempt,
-                      execution_status, duration_ms, response_status_code, error,
-                      response_body, created_at)
-SELECT gen_random_uuid(), a.*
-FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::int[], $6::text[], $7::int[],
-            $8::int[], $9::text[], $10::text[], $11::timestamptz[])
-     AS a(delivery_id, subscription_id, event_id, event, attempt, execution_status,
-          duration_ms, response_status_code, error, response_body, created_at)
-WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = a.delivery_id)
+# One statement per batch of results: the attempts are logged (whoever holds the claim now:
+# the attempt happened), the outcomes are recorded where the claim is still the sender's, and
+# a final outcome makes the next delivery of its call due if it waits. The release sees the
+# rows as they were before this statement, so the finished deliveries are left out by id.
+_RECORD_RESULTS = """
+WITH result AS (
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::float8[], $5::uuid[],
+                         $6::uuid[], $7::text[], $8::int[], $9::int[], $10::int[], $11::text[],
+                         $12::text[], $13::timestamptz[])
+        AS r(id, token, outcome, delay, subscription_id, event_id, event, attempt, duration_ms,
+             status_code, error, response_body, started_at)
+), logged AS (
+    INSERT INTO attempts (id, delivery_id, subscription_id, event_id, event, attempt,
+                          execution_status, duration_ms, response_status_code, error,
+                          response_body, created_at)
+    SELECT gen_random_uuid(), r.id, r.subscription_id, r.event_id, r.event, r.attempt,
+           CASE r.outcome WHEN 'succeeded' THEN 'succeeded' ELSE 'failed' END,
+           r.duration_ms, r.status_code, r.error, r.response_body, r.started_at
+    FROM result r
+    WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = r.id)
+), recorded AS (
+    UPDATE deliveries d SET
+        attempts = d.attempts + 1,
+        state = CASE r.outcome WHEN 'retry' THEN 'pending' ELSE r.outcome END,
+        next_attempt_at = CASE WHEN r.outcome = 'retry'
+                               THEN now() + make_interval(secs => r.delay) END,
+        claim_token = NULL,
+        leased_until = NULL,
+        updated_at = now()
+    FROM result r
+    WHERE d.id = r.id AND d.claim_token = r.token
+    RETURNING d.id, d.subscription_id, d.call_id, d.state
+)
+UPDATE deliveries d SET next_attempt_at = now()
+FROM (SELECT DISTINCT subscription_id, call_id FROM recorded WHERE state <> 'pending') AS k
+CROSS JOIN LATERAL (
+    SELECT p.id, p.next_attempt_at FROM deliveries p
+    WHERE p.subscription_id = k.subscription_id AND p.call_id = k.call_id
+      AND p.state = 'pending' AND p.id <> ALL($1::uuid[])
+    ORDER BY p.seq
+    LIMIT 1
+) AS head
+WHERE d.id = head.id AND head.next_attempt_at IS NULL
 """
 
 _MARK_HEALTHY = """
@@ -103,20 +123,6 @@ SET state = 'failed', next_attempt_at = NULL, claim_token = NULL, leased_until =
     last_error = $2,
     updated_at = now()
 WHERE subscription_id = ANY($1::uuid[]) AND state = 'pending'
-"""
-
-# After a delivery is final, the next delivery of the same call (if it waits) becomes due.
-_RELEASE_NEXT_OF_CALLS = """
-UPDATE deliveries d SET next_attempt_at = now()
-FROM (SELECT DISTINCT * FROM unnest($1::uuid[], $2::text[])) AS k(subscription_id, call_id)
-CROSS JOIN LATERAL (
-    SELECT p.id, p.next_attempt_at FROM deliveries p
-    WHERE p.subscription_id = k.subscription_id AND p.call_id = k.call_id
-      AND p.state = 'pending'
-    ORDER BY p.seq
-    LIMIT 1
-) AS head
-WHERE d.id = head.id AND head.next_attempt_at IS NULL
 """
 
 _RELEASE_CLAIMS = """
@@ -155,27 +161,19 @@ _PURGE = {
 }
 
 
-async def _configure_transaction(
-    connection: asyncpg.Connection, *, allow_sort: bool, durable: bool
-) -> None:
-    """Settings of one dispatcher transaction, in one round trip.
-
-    Plans: the dispatcher's statements touch a batch of rows by key, but the deliveries table
-    changes faster than planner statistics follow (autovacuum may lag, or be off), and stale
-    estimates turn them into scans of the whole table; so rows are reached through indexes and
-    nested loops only. The penalty that rules the other plans out would also trigger JIT
-    compilation (hundreds of ms), so JIT goes too.
-
-    Durability: a transaction that is not `durable` commits without waiting for the WAL flush.
-    """
-    await connection.execute(
-        "SELECT set_config('enable_seqscan', 'off', true),"
-        " set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true),"
-        " set_config('jit', 'off', true), set_config('enable_sort', $1, true),"
-        " set_config('synchronous_commit', $2, true)",
-        "on" if allow_sort else "off",
-        "on" if durable else "off",
-    )
+# Settings of every dispatcher connection. Plans: the dispatcher's statements touch a batch of
+# rows by key, but the deliveries table changes faster than planner statistics follow
+# (autovacuum may lag, or be off), and stale estimates turn them into scans of the whole table;
+# so rows are reached through indexes and nested loops only, and the claim walks
+# ix_deliveries_due in order and stops early instead of sorting. The penalty that rules the
+# other plans out would also trigger JIT compilation (hundreds of ms), so JIT goes too.
+SESSION_SETTINGS = {
+    "enable_seqscan": "off",
+    "enable_hashjoin": "off",
+    "enable_mergejoin": "off",
+    "enable_sort": "off",
+    "jit": "off",
+}
 
 
 # Slots, not frozen: one is built per attempt, and a frozen init costs three times as much.
@@ -233,19 +231,18 @@ async def claim(
     """Lease up to `limit` due deliveries, each the head of its call, within per-host room."""
     full_hosts = [host for host, free in host_free.items() if free <= 0]
     busy = [(host, free) for host, free in host_free.items() if free > 0]
-    async with connection.transaction():
-        # With sorting ruled out too, the plan walks ix_deliveries_due in order and stops early.
-        await _configure_transaction(connection, allow_sort=False, durable=True)
-        rows = await connection.fetch(
-            _CLAIM,
-            full_hosts,
-            limit,
-            limit,
-            per_host,
-            [host for host, _ in busy],
-            [free for _, free in busy],
-            lease_seconds,
-        )
+    # One statement, committed on its own (and durably: a claim lost in a crash of the
+    # database could let a second worker send the same delivery while the first one does).
+    rows = await connection.fetch(
+        _CLAIM,
+        full_hosts,
+        limit,
+        limit,
+        per_host,
+        [host for host, _ in busy],
+        [free for _, free in busy],
+        lease_seconds,
+    )
     now = datetime.now(UTC)
     return [
         ClaimedDelivery(
@@ -283,7 +280,7 @@ async def record_attempts(
     async with connection.transaction():
         # Losing this commit in a database crash only means the deliveries are sent again
         # after their lease (at least once still holds), so it need not wait for the WAL flush.
-        await _configure_transaction(connection, allow_sort=True, durable=False)
+        await connection.execute("SET LOCAL synchronous_commit TO off")
         # Subscriptions first, then deliveries: the order in which PATCH and DELETE lock them.
         failing = sorted({r.delivery.subscription_id for r in records if r.outcome != "succeeded"})
         # A success ends the run of failures; a failure in the same batch starts a new one.
@@ -301,35 +298,23 @@ async def record_attempts(
             )
             disabled += [(row["id"], "gone") for row in rows]
         await connection.execute(
-            _INSERT_ATTEMPTS,
+            _RECORD_RESULTS,
             [r.delivery.id for r in records],
+            [r.delivery.claim_token for r in records],
+            [r.outcome for r in records],
+            [r.retry_in for r in records],
             [r.delivery.subscription_id for r in records],
             [r.delivery.event_id for r in records],
             [r.delivery.event for r in records],
             [r.delivery.attempts_made + 1 for r in records],
-            [r.execution_status for r in records],
             [r.duration_ms for r in records],
             [r.status_code for r in records],
             [r.error for r in records],
             [r.response_body for r in records],
             [r.started_at for r in records],
         )
-        await connection.execute(
-            _RECORD_OUTCOMES,
-            [r.delivery.id for r in records],
-            [r.delivery.claim_token for r in records],
-            [r.outcome for r in records],
-            [r.retry_in for r in records],
-        )
         if disabled:
             await connection.execute(_FAIL_PENDING, [sub for sub, _ in disabled], inactive_error)
-        finals = [r for r in records if r.outcome != "retry"]
-        if finals:
-            await connection.execute(
-                _RELEASE_NEXT_OF_CALLS,
-                [r.delivery.subscription_id for r in finals],
-                [r.delivery.call_id for r in finals],
-            )
     return disabled
 
 

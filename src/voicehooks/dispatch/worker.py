@@ -82,7 +82,11 @@ class Dispatcher:
     async def run(self) -> None:
         """Dispatch until stop(); then finish what is in flight and record it."""
         self._pool = await asyncpg.create_pool(
-            self.database_url, min_size=1, max_size=4, reset=_keep_session
+            self.database_url,
+            min_size=1,
+            max_size=4,
+            reset=_keep_session,
+            server_settings=repository.SESSION_SETTINGS,
         )
         await self.sender.start()
         background = [

@@ -5,8 +5,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import text
+import asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from voicehooks.db.engine import session_driver_connection
 
 DELIVERIES_CHANNEL = "voicehooks_deliveries"
 
@@ -47,11 +49,9 @@ class StoredEvent:
 
 # One index probe of ix_subscriptions_match per distinct (workspace, event, channel) key, for
 # the channel itself and for "any channel"; other workspaces, events and channels are not read.
-_MATCH = text(
-    """
+_MATCH = """
     SELECT k.workspace_id, k.event, k.channel_id, s.id, s.statuses
-    FROM unnest(CAST(:workspace_ids AS uuid[]), CAST(:events AS text[]),
-                CAST(:channel_ids AS uuid[])) AS k(workspace_id, event, channel_id)
+    FROM unnest($1::uuid[], $2::text[], $3::uuid[]) AS k(workspace_id, event, channel_id)
     CROSS JOIN LATERAL (
         SELECT id, statuses FROM subscriptions
         WHERE status = 'active' AND workspace_id = k.workspace_id AND event = k.event
@@ -61,43 +61,35 @@ _MATCH = text(
         WHERE status = 'active' AND workspace_id = k.workspace_id AND event = k.event
           AND channel_id IS NULL
     ) AS s
-    """
-)
+"""
 
-_INSERT_EVENTS = text(
-    """
+_INSERT_EVENTS = """
     INSERT INTO events (id, workspace_id, client_id, event, call_id, body, delivery_count,
                         occurred_at)
-    SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:workspace_ids AS uuid[]),
-                         CAST(:client_ids AS text[]), CAST(:events AS text[]),
-                         CAST(:call_ids AS text[]), CAST(:bodies AS text[]),
-                         CAST(:delivery_counts AS int[]), CAST(:occurred_ats AS timestamptz[]))
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[],
+                         $6::text[], $7::int[], $8::timestamptz[])
          AS e(id, workspace_id, client_id, event, call_id, body, delivery_count, occurred_at)
     -- One key order for every request: concurrent batches sharing client ids cannot deadlock.
     ORDER BY e.workspace_id, e.client_id
     ON CONFLICT (workspace_id, client_id) DO NOTHING
     RETURNING id
-    """
-)
+"""
 
-_STORED_EVENTS = text(
-    """
+_STORED_EVENTS = """
     SELECT e.workspace_id, e.client_id, e.id, e.delivery_count
     FROM events e
-    JOIN unnest(CAST(:workspace_ids AS uuid[]), CAST(:client_ids AS text[])) AS k(w, c)
+    JOIN unnest($1::uuid[], $2::text[]) AS k(w, c)
       ON e.workspace_id = k.w AND e.client_id = k.c
-    """
-)
+"""
 
 # A delivery whose call already has a pending delivery for the subscription waits (no due
 # time) until that one is final; the dispatcher then makes it due.
 # Only for subscriptions still active, share-locked until commit: a subscription deleted or
 # deactivated meanwhile gets no delivery (and no foreign-key error).
-_INSERT_DELIVERIES = text(
-    """
+_INSERT_DELIVERIES = """
     WITH live AS (
         SELECT id FROM subscriptions
-        WHERE id = ANY(CAST(:subscription_ids AS uuid[])) AND status = 'active'
+        WHERE id = ANY($3::uuid[]) AND status = 'active'
         FOR SHARE
     )
     INSERT INTO deliveries (id, event_id, subscription_id, call_id, next_attempt_at)
@@ -107,59 +99,58 @@ _INSERT_DELIVERIES = text(
                     WHERE earlier.subscription_id = d.subscription_id
                       AND earlier.call_id = d.call_id AND earlier.state = 'pending')
                 THEN NULL ELSE now() END
-    FROM unnest(CAST(:ids AS uuid[]), CAST(:event_ids AS uuid[]),
-                CAST(:subscription_ids AS uuid[]), CAST(:call_ids AS text[]),
-                CAST(:follows AS boolean[]))
+    FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::boolean[])
          WITH ORDINALITY AS d(id, event_id, subscription_id, call_id, follows_in_batch, position)
     WHERE d.subscription_id IN (SELECT id FROM live)
     ORDER BY d.position
-    """
-)
+"""
 
 
 class IngestionRepository:
+    """Runs on the asyncpg connection of the request's session: ingestion is the API's hot path."""
+
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
+
+    async def _connection(self) -> asyncpg.Connection:
+        return await session_driver_connection(self.session)
 
     async def candidates(self, keys: Sequence[MatchKey]) -> list[Candidate]:
         if not keys:
             return []
-        rows = await self.session.execute(
+        connection = await self._connection()
+        rows = await connection.fetch(
             _MATCH,
-            {
-                "workspace_ids": [key.workspace_id for key in keys],
-                "events": [key.event for key in keys],
-                "channel_ids": [key.channel_id for key in keys],
-            },
+            [key.workspace_id for key in keys],
+            [key.event for key in keys],
+            [key.channel_id for key in keys],
         )
         return [Candidate(MatchKey(row[0], row[1], row[2]), row[3], tuple(row[4])) for row in rows]
 
     async def insert_events(self, events: Sequence[NewEvent]) -> set[uuid.UUID]:
         """Insert the events whose client id is new; return the ids that were inserted."""
-        rows = await self.session.execute(
+        connection = await self._connection()
+        rows = await connection.fetch(
             _INSERT_EVENTS,
-            {
-                "ids": [e.id for e in events],
-                "workspace_ids": [e.workspace_id for e in events],
-                "client_ids": [e.client_id for e in events],
-                "events": [e.event for e in events],
-                "call_ids": [e.call_id for e in events],
-                "bodies": [e.body for e in events],
-                "delivery_counts": [e.delivery_count for e in events],
-                "occurred_ats": [e.occurred_at for e in events],
-            },
+            [e.id for e in events],
+            [e.workspace_id for e in events],
+            [e.client_id for e in events],
+            [e.event for e in events],
+            [e.call_id for e in events],
+            [e.body for e in events],
+            [e.delivery_count for e in events],
+            [e.occurred_at for e in events],
         )
         return {row[0] for row in rows}
 
     async def stored_events(
         self, keys: Sequence[tuple[uuid.UUID, str]]
     ) -> dict[tuple[uuid.UUID, str], StoredEvent]:
-        rows = await self.session.execute(
+        connection = await self._connection()
+        rows = await connection.fetch(
             _STORED_EVENTS,
-            {
-                "workspace_ids": [workspace_id for workspace_id, _ in keys],
-                "client_ids": [client_id for _, client_id in keys],
-            },
+            [workspace_id for workspace_id, _ in keys],
+            [client_id for _, client_id in keys],
         )
         return {(row[0], row[1]): StoredEvent(row[2], row[3]) for row in rows}
 
@@ -174,18 +165,18 @@ class IngestionRepository:
         for _, _, subscription_id, call_id in rows:
             follows.append((subscription_id, call_id) in seen)
             seen.add((subscription_id, call_id))
-        await self.session.execute(
+        connection = await self._connection()
+        await connection.execute(
             _INSERT_DELIVERIES,
-            {
-                "ids": [row[0] for row in rows],
-                "event_ids": [row[1] for row in rows],
-                "subscription_ids": [row[2] for row in rows],
-                "call_ids": [row[3] for row in rows],
-                "follows": follows,
-            },
+            [row[0] for row in rows],
+            [row[1] for row in rows],
+            [row[2] for row in rows],
+            [row[3] for row in rows],
+            follows,
         )
         await self.notify_dispatchers()
 
     async def notify_dispatchers(self) -> None:
         """Wake the dispatchers when this transaction commits."""
-        await self.session.execute(text(f"NOTIFY {DELIVERIES_CHANNEL}"))
+        connection = await self._connection()
+        await connection.execute(f"NOTIFY {DELIVERIES_CHANNEL}")
