@@ -189,7 +189,7 @@ async def test_a_success_recorded_with_a_failure_still_resets_the_clock(client, 
     now = datetime.now(UTC)
     ok, down = sorted(claimed, key=lambda delivery: delivery.call_id != "call-ok")
 
-    disabled = await dispatch.record_attempts(
+    disabled, _ = await dispatch.record_attempts(
         db,
         [
             AttemptRecord(ok, "succeeded", 0.0, now, 5, 200, None, "ok"),

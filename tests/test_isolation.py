@@ -135,3 +135,21 @@ async def test_hosts_share_the_global_bound_in_turns(client, tenant, database_ur
             await wait_until(lambda: slow.arrived == 6 and fast.arrived == 4, timeout=15)
             assert slow.most_in_flight == 2
             assert fast.most_in_flight <= 2
+
+
+async def test_a_backlog_beyond_what_a_worker_holds_drains_without_waiting_for_the_poll(
+    client, tenant, database_url, db
+):
+    # The worker holds at most 4 x 2 deliveries of the host; the other 192 are claimed as room
+    # frees up. With a poll interval far beyond the bound, only wake-ups on freed room can
+    # drain the backlog in time.
+    async with serving("127.0.0.1", delay=0.0) as (receiver, url):
+        await create_subscription(client, tenant, url=url)
+        await ingest_batch(
+            client, [call_event(tenant.workspace_id, call_id=f"call-{n}") for n in range(200)]
+        )
+        async with running_dispatcher(
+            database_url, max_in_flight=8, max_in_flight_per_host=2, poll_interval=60.0
+        ):
+            await wait_until(lambda: receiver.arrived == 200, timeout=20)
+        assert receiver.most_in_flight <= 2

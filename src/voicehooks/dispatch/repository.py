@@ -272,10 +272,11 @@ async def record_attempts(
     auto_disable_after: float,
     gone_subscriptions: Sequence[uuid.UUID],
     inactive_error: str,
-) -> list[tuple[uuid.UUID, str]]:
+) -> tuple[list[tuple[uuid.UUID, str]], int]:
     """Store a batch of attempt results and their consequences, in one transaction.
 
-    Returns the subscriptions it made inactive, with the reason ("failing" or "gone").
+    Returns the subscriptions it made inactive, with the reason ("failing" or "gone"), and
+    how many waiting deliveries became due because the one before them in their call ended.
     """
     async with connection.transaction():
         # Losing this commit in a database crash only means the deliveries are sent again
@@ -297,7 +298,7 @@ async def record_attempts(
                 _DISABLE, sorted(set(gone_subscriptions)), "endpoint answered 410"
             )
             disabled += [(row["id"], "gone") for row in rows]
-        await connection.execute(
+        released = await connection.execute(
             _RECORD_RESULTS,
             [r.delivery.id for r in records],
             [r.delivery.claim_token for r in records],
@@ -315,7 +316,7 @@ async def record_attempts(
         )
         if disabled:
             await connection.execute(_FAIL_PENDING, [sub for sub, _ in disabled], inactive_error)
-    return disabled
+    return disabled, int(released.split()[-1])
 
 
 async def release_claims(

@@ -38,7 +38,7 @@ CLAIM_BATCH = 100
 # held delivery starts within HOLD_FACTOR - 1 timeouts and ends within one more: the lease
 # (see `lease_seconds`) covers that plus the margin.
 HOLD_FACTOR = 4
-# After a claim that found less than it asked for, the shortest wait before the next one.
+# While claims are limited by room, the wait after a wake-up for more room to free up.
 CLAIM_PAUSE = 0.005
 RECONNECT_DELAY = 1.0
 
@@ -55,6 +55,7 @@ class Dispatcher:
         self._pool: asyncpg.Pool | None = None
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
+        self._short_of_room = False
         self._results_ready = asyncio.Event()
         self._results: list[tuple[AttemptRecord, bool]] = []
         # Claimed and not finished, per destination host (waiting or being sent).
@@ -135,13 +136,14 @@ class Dispatcher:
             room = HOLD_FACTOR * self.settings.max_in_flight - self._held.total()
             requested = min(room, CLAIM_BATCH)
             claimed: list[ClaimedDelivery] = []
+            host_free = self._host_room()
             if requested > 0:
                 try:
                     async with self._pool.acquire() as connection:
                         claimed = await repository.claim(
                             connection,
                             limit=requested,
-                            host_free=self._host_room(),
+                            host_free=host_free,
                             per_host=self._hold_per_host,
                             lease_seconds=self.lease_seconds,
                         )
@@ -151,12 +153,23 @@ class Dispatcher:
                     continue
             for delivery in claimed:
                 self._start(delivery)
+            # Room that frees up is worth a claim only if this one was short of room: it got
+            # all it asked for, or all a host had room for (so more may be due).
+            got = Counter(delivery.target_host for delivery in claimed)
+            room = self._hold_per_host
+            self._short_of_room = (
+                requested == 0
+                or len(claimed) == requested
+                or any(free <= 0 for free in host_free.values())
+                or any(count >= host_free.get(host, room) for host, count in got.items())
+            )
             if requested and len(claimed) == requested:
                 continue  # more may be due right now
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval)
-            # Let completions gather so that the next claim is a batch, not one row.
-            await self._sleep(CLAIM_PAUSE)
+            if self._short_of_room:
+                # Let completions gather so that the next claim is a batch, not one row.
+                await self._sleep(CLAIM_PAUSE)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -224,7 +237,8 @@ class Dispatcher:
         self._held[host] -= 1
         if self._held[host] <= 0:
             del self._held[host]
-        self._wake.set()
+        if self._short_of_room:
+            self._wake.set()
 
     async def _attempt(self, delivery: ClaimedDelivery) -> None:
         """Send one delivery and collect its outcome for the recorder."""
@@ -300,7 +314,7 @@ class Dispatcher:
             batch, self._results = self._results, []
             try:
                 async with self._pool.acquire() as connection:
-                    disabled = await repository.record_attempts(
+                    disabled, released = await repository.record_attempts(
                         connection,
                         [record for record, _ in batch],
                         auto_disable_after=self.settings.auto_disable_after,
@@ -317,7 +331,8 @@ class Dispatcher:
                 await asyncio.sleep(0.2)
                 continue
             self._count(batch, disabled)
-            self._wake.set()  # finals may have released the next delivery of their call
+            if released:
+                self._wake.set()
 
     async def _hand_back_unsent(self) -> None:
         """Release the claims of deliveries that were held but not sent, for others to take now."""
