@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -1027,6 +1028,15 @@ async def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
             log("profile: py-spy not found, only the worker's statements are timed")
         results["profile_dir"] = str(directory)
     profile = profiler.phase if profiler else no_profile
+
+    async def profiled(name: str, phase: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
+        """Run a phase under the profiler (when asked for); its report joins the figures."""
+        async with profile(name) as report:
+            figures = await phase
+        if report:
+            figures["profile"] = report
+        return figures
+
     meter = CpuMeter(args.admin_dsn, service.database, {"receiver": receiver.process.pid or 0})
     try:
         if "raw" in phases:
@@ -1045,10 +1055,7 @@ async def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
             await asyncio.sleep(1)  # let the worker's first housekeeping pass go by
         if "e2e" in phases:
             log(f"e2e: ingesting {args.events} events in batches of {BATCH_SIZE}")
-            async with profile("e2e") as report:
-                results["e2e"] = await e2e_phase(args, service, receiver, meter)
-            if report:
-                results["e2e"]["profile"] = report
+            results["e2e"] = await profiled("e2e", e2e_phase(args, service, receiver, meter))
             log(f"e2e: {results['e2e']['deliveries_per_s']} deliveries/s")
             if args.vacuum and "latency" in phases:
                 log("vacuum: VACUUM ANALYZE of the bench database (as autovacuum would)")
@@ -1063,10 +1070,9 @@ async def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
             await asyncio.sleep(1)
         if "latency" in phases:
             log(f"latency: {args.rate} events/s for {args.warmup} + {args.duration} s")
-            async with profile("latency") as report:
-                results["latency"] = await latency_phase(args, service, receiver, meter)
-            if report:
-                results["latency"]["profile"] = report
+            results["latency"] = await profiled(
+                "latency", latency_phase(args, service, receiver, meter)
+            )
             log(f"latency: {results['latency']['ingest_to_arrival']}")
         if "raw" in phases and phases & {"e2e", "latency"}:
             # Again at the end (service idle): the ceiling of a shared or virtual machine moves.

@@ -155,34 +155,44 @@ def service_environment(database_url: str, **extra: str) -> dict[str, str]:
     return env
 
 
-async def run_command(env: dict[str, str], *args: str, timeout: float = 30.0) -> tuple[str, str]:
-    """Run `voicehooks <args>` to completion; (stdout, stderr)."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "voicehooks",
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+async def spawn_voicehooks(
+    env: dict[str, str], *args: str, stdout: Any, stderr: Any
+) -> asyncio.subprocess.Process:
+    """`voicehooks <args>` as a real process of this interpreter."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "voicehooks", *args, env=env, stdout=stdout, stderr=stderr
     )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
-    assert process.returncode == 0, stderr.decode()
-    return stdout.decode(), stderr.decode()
+
+
+async def run_voicehooks(
+    env: dict[str, str], *args: str, timeout: float = 30.0
+) -> tuple[int, str, str]:
+    """Run `voicehooks <args>` to completion (killed after `timeout`); (exit code, out, err)."""
+    pipe = asyncio.subprocess.PIPE
+    process = await spawn_voicehooks(env, *args, stdout=pipe, stderr=pipe)
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+async def run_command(env: dict[str, str], *args: str, timeout: float = 30.0) -> tuple[str, str]:
+    """Run `voicehooks <args>` to completion; it must succeed. (stdout, stderr)."""
+    code, stdout, stderr = await run_voicehooks(env, *args, timeout=timeout)
+    assert code == 0, stderr
+    return stdout, stderr
 
 
 @contextlib.asynccontextmanager
 async def running(env: dict[str, str], stderr_path: Path, *args: str) -> AsyncIterator[None]:
     """`voicehooks <args>` running in the background, its stderr in a file; stopped by SIGTERM."""
     with stderr_path.open("wb") as stderr:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "voicehooks",
-            *args,
-            env=env,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=stderr,
+        process = await spawn_voicehooks(
+            env, *args, stdout=asyncio.subprocess.DEVNULL, stderr=stderr
         )
         try:
             yield

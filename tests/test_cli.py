@@ -6,11 +6,11 @@ import json
 import os
 import signal
 import socket
-import sys
 import uuid
 
 import httpx
 
+from tests.operations_helpers import run_voicehooks, spawn_voicehooks
 from tests.subscriptions_helpers import assert_problem
 from tests.support import SEED_BODY, Tenant, wait_until
 
@@ -25,22 +25,7 @@ def _environment(**values: str) -> dict[str, str]:
 
 
 async def _run(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "voicehooks",
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), COMMAND_TIMEOUT)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    return process.returncode, stdout.decode(), stderr.decode()
+    return await run_voicehooks(env, *args, timeout=COMMAND_TIMEOUT)
 
 
 def _only_json_object(stdout: str) -> dict[str, str]:
@@ -126,18 +111,8 @@ async def test_serve_with_an_embedded_postgres(tmp_path):
     env = _environment(VOICEHOOKS_DATA_DIR=str(tmp_path / "data"))
     stdout_path, stderr_path = tmp_path / "serve.out", tmp_path / "serve.err"
     with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
-        serve = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "voicehooks",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            env=env,
-            stdout=stdout,
-            stderr=stderr,
+        serve = await spawn_voicehooks(
+            env, "serve", "--host", "127.0.0.1", "--port", str(port), stdout=stdout, stderr=stderr
         )
     try:
         async with httpx.AsyncClient(base_url=base, timeout=5.0) as http:

@@ -50,6 +50,15 @@ async def serving(host: str, delay: float) -> AsyncIterator[tuple[CountingServer
         await runner.cleanup()
 
 
+async def _subscribe_and_ingest(client, tenant, url: str, event: str, calls: str, n: int) -> None:
+    """A subscription of `event` to `url`, then `n` events of it for distinct calls."""
+    await create_subscription(client, tenant, url=url, event=event)
+    await ingest_batch(
+        client,
+        [call_event(tenant.workspace_id, call_id=f"{calls}-{i}", event=event) for i in range(n)],
+    )
+
+
 @pytest.fixture
 def settings_overrides() -> dict[str, object]:
     return {"delivery_timeout": 8.0}
@@ -60,24 +69,13 @@ async def test_a_slow_host_does_not_hold_back_another_host(client, tenant, datab
         serving("127.0.0.1", delay=6.0) as (slow, slow_url),
         serving("127.0.0.2", delay=0.0) as (fast, fast_url),
     ):
-        await create_subscription(client, tenant, url=slow_url)
-        await ingest_batch(
-            client,
-            [call_event(tenant.workspace_id, call_id=f"slow-{n}") for n in range(20)],
-        )
+        await _subscribe_and_ingest(client, tenant, slow_url, "voice.inbound", "slow", 20)
         async with running_dispatcher(
             database_url, max_in_flight=10, max_in_flight_per_host=3, delivery_timeout=8.0
         ):
             # The slow host takes its three places and keeps them.
             await wait_until(lambda: slow.in_flight == 3, timeout=5)
-            await create_subscription(client, tenant, url=fast_url, event="voice.outbound")
-            await ingest_batch(
-                client,
-                [
-                    call_event(tenant.workspace_id, call_id=f"fast-{n}", event="voice.outbound")
-                    for n in range(30)
-                ],
-            )
+            await _subscribe_and_ingest(client, tenant, fast_url, "voice.outbound", "fast", 30)
             # Every fast delivery arrives while the slow host is still busy with its first three.
             await wait_until(lambda: fast.arrived == 30, timeout=4)
             assert slow.arrived == 3
@@ -109,24 +107,13 @@ async def test_hosts_share_the_global_bound_in_turns(client, tenant, database_ur
         serving("127.0.0.1", delay=3.0) as (slow, slow_url),
         serving("127.0.0.2", delay=0.0) as (fast, fast_url),
     ):
-        await create_subscription(client, tenant, url=slow_url)
-        await ingest_batch(
-            client,
-            [call_event(tenant.workspace_id, call_id=f"slow-{n}") for n in range(6)],
-        )
+        await _subscribe_and_ingest(client, tenant, slow_url, "voice.inbound", "slow", 6)
         async with running_dispatcher(
             database_url, max_in_flight=2, max_in_flight_per_host=2, delivery_timeout=8.0
         ):
             # The slow host takes both places of the global bound.
             await wait_until(lambda: slow.in_flight == 2, timeout=5)
-            await create_subscription(client, tenant, url=fast_url, event="voice.outbound")
-            await ingest_batch(
-                client,
-                [
-                    call_event(tenant.workspace_id, call_id=f"fast-{n}", event="voice.outbound")
-                    for n in range(4)
-                ],
-            )
+            await _subscribe_and_ingest(client, tenant, fast_url, "voice.outbound", "fast", 4)
             # When the slow host's first requests end, a place goes to the fast host: it does
             # not wait behind the slow host's whole backlog (6 requests, three rounds of 3 s).
             await wait_until(lambda: fast.arrived >= 1, timeout=5)

@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.delivery_helpers import count, ingest_batch, running_dispatcher
+from tests.operations_helpers import spawn_voicehooks
 from tests.support import Reply, call_event, create_subscription, wait_until
 from voicehooks.dispatch.worker import HOLD_FACTOR
 
@@ -26,15 +26,7 @@ class Worker:
 
     async def start(self) -> "Worker":
         with self.log_path.open("wb") as log:
-            self.process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "voicehooks",
-                "worker",
-                env=self.env,
-                stdout=log,
-                stderr=log,
-            )
+            self.process = await spawn_voicehooks(self.env, "worker", stdout=log, stderr=log)
         await wait_until(lambda: "dispatcher_started" in self.log(), timeout=20, interval=0.05)
         return self
 

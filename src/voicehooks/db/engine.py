@@ -5,6 +5,7 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -43,7 +44,10 @@ async def session_driver_connection(session: AsyncSession) -> asyncpg.Connection
     For hot statements written for asyncpg: they skip SQLAlchemy's per-statement work and
     still commit or roll back with the session.
     """
-    connection = await session.connection()
+    return await _driver(await session.connection())
+
+
+async def _driver(connection: AsyncConnection) -> asyncpg.Connection:
     raw = await connection.get_raw_connection()
     driver: asyncpg.Connection = raw.driver_connection
     return driver
@@ -53,6 +57,5 @@ async def session_driver_connection(session: AsyncSession) -> asyncpg.Connection
 async def raw_connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
     """The pooled asyncpg connection under SQLAlchemy, for statements written for asyncpg."""
     async with engine.connect() as connection:
-        raw = await connection.get_raw_connection()
-        yield raw.driver_connection
+        yield await _driver(connection)
         await connection.commit()

@@ -54,16 +54,15 @@ _RECORD_RESULTS = """
 WITH result AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::float8[], $5::uuid[],
                          $6::uuid[], $7::text[], $8::int[], $9::int[], $10::int[], $11::text[],
-                         $12::text[], $13::timestamptz[])
+                         $12::text[], $13::timestamptz[], $14::text[])
         AS r(id, token, outcome, delay, subscription_id, event_id, event, attempt, duration_ms,
-             status_code, error, response_body, started_at)
+             status_code, error, response_body, started_at, execution_status)
 ), logged AS (
     INSERT INTO attempts (id, delivery_id, subscription_id, event_id, event, attempt,
                           execution_status, duration_ms, response_status_code, error,
                           response_body, created_at)
     SELECT gen_random_uuid(), r.id, r.subscription_id, r.event_id, r.event, r.attempt,
-           CASE r.outcome WHEN 'succeeded' THEN 'succeeded' ELSE 'failed' END,
-           r.duration_ms, r.status_code, r.error, r.response_body, r.started_at
+           r.execution_status, r.duration_ms, r.status_code, r.error, r.response_body, r.started_at
     FROM result r
     WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = r.id)
 ), recorded AS (
@@ -174,6 +173,11 @@ SESSION_SETTINGS = {
     "enable_sort": "off",
     "jit": "off",
 }
+
+
+def _affected(status: str) -> int:
+    """Rows a statement changed, from its status ("UPDATE 3")."""
+    return int(status.rsplit(" ", 1)[-1])
 
 
 # Slots, not frozen: one is built per attempt, and a frozen init costs three times as much.
@@ -313,10 +317,11 @@ async def record_attempts(
             [r.error for r in records],
             [r.response_body for r in records],
             [r.started_at for r in records],
+            [r.execution_status for r in records],
         )
         if disabled:
             await connection.execute(_FAIL_PENDING, [sub for sub, _ in disabled], inactive_error)
-    return disabled, int(released.split()[-1])
+    return disabled, _affected(released)
 
 
 async def release_claims(
@@ -330,7 +335,7 @@ async def release_claims(
 
 async def release_stranded(connection: asyncpg.Connection) -> int:
     result = await connection.execute(_RELEASE_STRANDED)
-    return int(result.split()[-1])
+    return _affected(result)
 
 
 async def purge_older_than(
@@ -342,7 +347,7 @@ async def purge_older_than(
         deleted[table] = 0
         for _ in range(max_batches):
             result = await connection.execute(statement, seconds, batch)
-            count = int(result.split()[-1])
+            count = _affected(result)
             deleted[table] += count
             if count < batch:
                 break

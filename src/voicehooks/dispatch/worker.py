@@ -153,16 +153,8 @@ class Dispatcher:
                     continue
             for delivery in claimed:
                 self._start(delivery)
-            # Room that frees up is worth a claim only if this one was short of room: it got
-            # all it asked for, or all a host had room for (so more may be due).
-            got = Counter(delivery.target_host for delivery in claimed)
-            room = self._hold_per_host
-            self._short_of_room = (
-                requested == 0
-                or len(claimed) == requested
-                or any(free <= 0 for free in host_free.values())
-                or any(count >= host_free.get(host, room) for host, count in got.items())
-            )
+            # Room that frees up is worth a claim only if this one was short of room.
+            self._short_of_room = self._claim_was_short_of_room(requested, claimed, host_free)
             if requested and len(claimed) == requested:
                 continue  # more may be due right now
             with contextlib.suppress(TimeoutError):
@@ -170,6 +162,15 @@ class Dispatcher:
             if self._short_of_room:
                 # Let completions gather so that the next claim is a batch, not one row.
                 await self._sleep(CLAIM_PAUSE)
+
+    def _claim_was_short_of_room(
+        self, requested: int, claimed: list[ClaimedDelivery], host_free: dict[str, int]
+    ) -> bool:
+        """It got all it asked for, or a host was full or filled up: more may be due."""
+        if len(claimed) == requested or any(free <= 0 for free in host_free.values()):
+            return True
+        got = Counter(delivery.target_host for delivery in claimed)
+        return any(count >= host_free.get(host, self._hold_per_host) for host, count in got.items())
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -195,6 +196,7 @@ class Dispatcher:
             self._senders_per_host[host] += 1
             task = asyncio.create_task(self._send_loop(host))
             self._senders.add(task)
+            # The loop leaves the set itself; this covers one cancelled before it started.
             task.add_done_callback(self._senders.discard)
 
     async def _send_loop(self, host: str) -> None:

@@ -61,11 +61,11 @@ class _UtcTimestamp:
 class _BackgroundLogWriter:
     """Log lines leave the event loop: a writer thread does the file I/O.
 
-    A write can block (a slow pipe to a log collector, a disk throttling dirty pages), and a
-    blocked write in the event loop stalls every request and delivery of the process; in the
-    benchmark such stalls reached hundreds of milliseconds. The lines of one loop iteration
-    are handed over together, so the dispatcher's line per attempt costs one hand-over per
-    batch; the thread writes them in order. Whatever is pending is written at exit.
+    A write can block (a slow pipe to a log collector, a full disk queue), and a blocked write
+    in the event loop would stall every request and delivery of the process. The lines of one
+    loop iteration are handed over together, so the dispatcher's line per attempt costs one
+    hand-over per batch; the thread writes them in order. Whatever is pending is written at
+    exit.
     """
 
     def __init__(self, file: BinaryIO) -> None:
