@@ -52,6 +52,7 @@ PROJECT_DIR = BENCH_DIR.parent
 # Floors of this project on a 2-core machine (bench/README.md).
 FLOOR_RATIO = 0.35
 FLOOR_P99_MS = 50.0
+SLOWEST_KEPT = 10  # latency events listed with their send time
 
 # The dispatcher's defaults (src/voicehooks/config.py); the receiver is one host, so the
 # per-host bound is the concurrency the worker can reach against it.
@@ -911,6 +912,18 @@ async def latency_phase(
         (arrival - sent - acked[k]) * 1000 for k, (sent, arrival) in arrivals.items() if k in acked
     )
     send_lag.sort()
+    # when a tail is long, the times of its events say what to look for in other records
+    slowest = sorted(
+        (
+            {
+                "sent_at_utc": datetime.fromtimestamp(sent, UTC).strftime("%H:%M:%S.%f")[:-3],
+                "ingest_to_arrival_ms": round((arrival - sent) * 1000, 1),
+                "ack_ms": round(acked[k] * 1000, 1) if k in acked else None,
+            }
+            for k, (sent, arrival) in arrivals.items()
+        ),
+        key=lambda event: -event["ingest_to_arrival_ms"],
+    )[:SLOWEST_KEPT]
 
     def summary(values: list[float]) -> dict[str, float | None]:
         return {
@@ -932,6 +945,7 @@ async def latency_phase(
         "ingest_ack": summary(ack_ms),
         "ack_to_arrival": summary(after_ack_ms),
         "send_lag_p99_ms": round((percentile(send_lag, 99) or 0) * 1000, 2),
+        "slowest": slowest,
         "cpu": meter.diff(before, after),
     }
 
@@ -1125,7 +1139,7 @@ def _fmt(value: Any, unit: str = "") -> str:
     return f"{value}{unit}"
 
 
-def print_summary(results: dict[str, Any], path: Path) -> None:
+def print_summary(results: dict[str, Any], path: Path | None) -> None:
     rows: list[tuple[str, str]] = []
     raw, e2e, lat, verdict = (results.get(k, {}) for k in ("raw", "e2e", "latency", "verdict"))
     if raw:
@@ -1179,6 +1193,17 @@ def print_summary(results: dict[str, Any], path: Path) -> None:
             ),
             ("  arrived / sent", f"{lat['arrived']} / {lat['sent']} (errors {lat['error_count']})"),
         ]
+        slow = [e for e in lat.get("slowest", []) if e["ingest_to_arrival_ms"] > FLOOR_P99_MS]
+        if slow:
+            rows.append(
+                (
+                    f"  over {FLOOR_P99_MS:g} ms, sent at (UTC)",
+                    ", ".join(
+                        f"{e['sent_at_utc']} ({e['ingest_to_arrival_ms']:g}, ack {e['ack_ms']})"
+                        for e in slow[:5]
+                    ),
+                )
+            )
     if "p99_ms" in verdict:
         ok = "ok" if verdict["p99_ok"] else "ABOVE FLOOR"
         rows.append(("p99 verdict", f"{verdict['p99_ms']:.2f} ms (floor {FLOOR_P99_MS:g}, {ok})"))
@@ -1269,7 +1294,7 @@ def print_summary(results: dict[str, Any], path: Path) -> None:
     for label, value in rows:
         print(f"{label.ljust(width)}  {value}")
     print("-" * (width + 40))
-    print(f"results: {path}")
+    print(f"results: {path}" if path else "results: not saved (--no-save)")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -1356,8 +1381,9 @@ def main(argv: list[str] | None = None) -> int:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     results = asyncio.run(run(args, stamp))
     results["total_s"] = round(time.monotonic() - started, 1)
-    path = RESULTS_DIR / f"{stamp}.json"
+    path = None
     if not args.no_save:
+        path = RESULTS_DIR / f"{stamp}.json"
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(results, indent=2) + "\n")
     print_summary(results, path)

@@ -180,6 +180,19 @@ async def run_voicehooks(
     return process.returncode, stdout.decode(), stderr.decode()
 
 
+async def wait_for_readyz(api: httpx.AsyncClient, status: int = 200, timeout: float = 30) -> None:
+    """Wait until a started API process answers GET /readyz with `status`."""
+    from tests.support import wait_until
+
+    async def answered() -> bool:
+        try:
+            return (await api.get("/readyz")).status_code == status
+        except httpx.TransportError:
+            return False
+
+    await wait_until(answered, timeout=timeout, interval=0.1)
+
+
 async def run_command(env: dict[str, str], *args: str, timeout: float = 30.0) -> tuple[str, str]:
     """Run `voicehooks <args>` to completion; it must succeed. (stdout, stderr)."""
     code, stdout, stderr = await run_voicehooks(env, *args, timeout=timeout)

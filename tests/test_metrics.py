@@ -16,6 +16,7 @@ from tests.operations_helpers import (
     scrape,
     service_environment,
     wait_for_delivery,
+    wait_for_readyz,
 )
 from tests.support import Reply, call_event, create_subscription, wait_until
 from voicehooks.dispatch.worker import Dispatcher
@@ -236,14 +237,7 @@ async def test_every_api_replica_sees_the_counters_of_the_others(
         running(env, tmp_path / "worker.log", "worker"),
         httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as other_api,
     ):
-
-        async def ready() -> bool:
-            try:
-                return (await other_api.get("/readyz")).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        await wait_until(ready, timeout=30, interval=0.2)
+        await wait_for_readyz(other_api)
         for n in range(2):
             response = await other_api.post(
                 "/internal/v1/events",

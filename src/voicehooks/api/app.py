@@ -5,21 +5,26 @@ import contextlib
 import functools
 from collections.abc import AsyncIterator
 
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
+from sqlalchemy.exc import DBAPIError
 
 import voicehooks
 from voicehooks.api import health
 from voicehooks.api.body_limit import BodyLimitMiddleware
 from voicehooks.api.problems import install_problem_handlers
 from voicehooks.config import Settings
-from voicehooks.db.engine import create_engine, create_sessionmaker, raw_connection
+from voicehooks.db.engine import create_engine, create_sessionmaker, fill_pool, raw_connection
 from voicehooks.deliveries.endpoints import router as deliveries_router
+from voicehooks.ingestion import repository as ingestion_repository
 from voicehooks.ingestion.endpoints import router as ingestion_router
 from voicehooks.observability.logging import RequestLogMiddleware
 from voicehooks.observability.metrics import counters, render_metrics
 from voicehooks.subscriptions.endpoints import router as subscriptions_router
+
+log = structlog.get_logger("voicehooks.api")
 
 
 def create_app(settings: Settings, database_url: str) -> FastAPI:
@@ -27,6 +32,13 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            await fill_pool(
+                engine, ingestion_repository.prepare_connection, counters.prepare_connection
+            )
+        except (OSError, TimeoutError, DBAPIError) as exc:
+            # Unreachable now: requests open connections as they can; /readyz tells.
+            log.warning("database_pool_not_filled", error=type(exc).__name__)
         flusher = asyncio.create_task(
             counters.flush_forever(functools.partial(raw_connection, engine))
         )

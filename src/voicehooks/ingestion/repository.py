@@ -106,6 +106,16 @@ _INSERT_DELIVERIES = """
 """
 
 
+async def prepare_connection(connection: asyncpg.Connection) -> None:
+    """Look up the types of ingestion's statements on a new connection, ahead of requests.
+
+    asyncpg resolves the array types these statements bind with a catalog query, once per
+    connection; prepared here, the lookup never falls on an ingest request.
+    """
+    for statement in (_MATCH, _INSERT_EVENTS, _STORED_EVENTS, _INSERT_DELIVERIES):
+        await connection.prepare(statement)
+
+
 class IngestionRepository:
     """Runs on the asyncpg connection of the request's session: ingestion is the API's hot path."""
 
