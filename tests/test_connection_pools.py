@@ -18,9 +18,9 @@ from tests.operations_helpers import (
     wait_for_readyz,
 )
 from tests.support import call_event, create_subscription, wait_until
+from voicehooks.db.engine import API_POOL_SIZE
 from voicehooks.dispatch.worker import POOL_SIZE
 
-API_POOL_SIZE = 20  # the API engine's pool (create_engine's default)
 BURST = 60
 
 

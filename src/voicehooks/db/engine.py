@@ -16,8 +16,11 @@ from sqlalchemy.ext.asyncio import (
 
 from voicehooks.db.urls import libpq_url, sqlalchemy_url
 
+# Connections of an API process: requests beyond it wait for one (see fill_pool).
+API_POOL_SIZE = 20
 
-def create_engine(database_url: str, *, pool_size: int = 20) -> AsyncEngine:
+
+def create_engine(database_url: str, *, pool_size: int = API_POOL_SIZE) -> AsyncEngine:
     # asyncpg reads the libpq URL itself, query options (sslmode, application_name, …)
     # included; SQLAlchemy would pass those on as keyword arguments asyncpg does not take.
     dsn = libpq_url(database_url)
