@@ -5,6 +5,7 @@ import contextlib
 import functools
 from collections.abc import AsyncIterator
 
+import asyncpg
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
@@ -26,19 +27,34 @@ from voicehooks.subscriptions.endpoints import router as subscriptions_router
 
 log = structlog.get_logger("voicehooks.api")
 
+# What opening or preparing a connection raises while the database cannot serve: down,
+# refusing, unknown database or role, too many clients, schema not migrated, connection lost.
+DATABASE_UNAVAILABLE = (
+    OSError,
+    TimeoutError,
+    DBAPIError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+)
+
 
 def create_app(settings: Settings, database_url: str) -> FastAPI:
-    engine = create_engine(database_url)
+    engine = create_engine(
+        database_url,
+        preparers=(ingestion_repository.prepare_connection, counters.prepare_connection),
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
-            await fill_pool(
-                engine, ingestion_repository.prepare_connection, counters.prepare_connection
+            await fill_pool(engine)
+        except DATABASE_UNAVAILABLE as exc:
+            # Unreachable (or not migrated) now: requests open connections as they can, and
+            # /readyz says 503 meanwhile. The SQLSTATE names the cause without any secret.
+            sqlstate = getattr(exc, "sqlstate", None) or getattr(
+                getattr(exc, "orig", None), "sqlstate", None
             )
-        except (OSError, TimeoutError, DBAPIError) as exc:
-            # Unreachable now: requests open connections as they can; /readyz tells.
-            log.warning("database_pool_not_filled", error=type(exc).__name__)
+            log.warning("database_pool_not_filled", error=type(exc).__name__, sqlstate=sqlstate)
         flusher = asyncio.create_task(
             counters.flush_forever(functools.partial(raw_connection, engine))
         )

@@ -2,10 +2,11 @@
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import asyncpg
-from sqlalchemy import QueuePool
+from sqlalchemy import QueuePool, event
+from sqlalchemy.engine.interfaces import AdaptedConnection
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -18,20 +19,30 @@ from voicehooks.db.urls import libpq_url, sqlalchemy_url
 
 # Connections of an API process: requests beyond it wait for one (see fill_pool).
 API_POOL_SIZE = 20
+# A database that drops packets must not hold a start-up (or a request) for asyncpg's 60 s.
+CONNECT_TIMEOUT = 10.0
+
+Preparer = Callable[[asyncpg.Connection], Awaitable[None]]
 
 
-def create_engine(database_url: str, *, pool_size: int = API_POOL_SIZE) -> AsyncEngine:
+def create_engine(
+    database_url: str, *, pool_size: int = API_POOL_SIZE, preparers: Sequence[Preparer] = ()
+) -> AsyncEngine:
+    """An engine whose every new connection is first handed to `preparers`.
+
+    A preparer readies a connection for hot statements (their type lookups), so that the
+    lookups never fall on a request, also for a connection that replaces a lost one.
+    """
     # asyncpg reads the libpq URL itself, query options (sslmode, application_name, …)
     # included; SQLAlchemy would pass those on as keyword arguments asyncpg does not take.
     dsn = libpq_url(database_url)
 
     async def connect() -> asyncpg.Connection:
         # JIT pays off for long analytical queries only; on the service's short statements a
-        # stale estimate can make it compile for hundreds of milliseconds. (Off from the
-        # start also spares asyncpg switching it off and on around each type lookup.)
-        return await asyncpg.connect(dsn, server_settings={"jit": "off"})
+        # stale estimate can make it compile for hundreds of milliseconds.
+        return await asyncpg.connect(dsn, timeout=CONNECT_TIMEOUT, server_settings={"jit": "off"})
 
-    return create_async_engine(
+    engine = create_async_engine(
         sqlalchemy_url(database_url).set(query={}),
         async_creator=connect,
         pool_size=pool_size,
@@ -40,34 +51,37 @@ def create_engine(database_url: str, *, pool_size: int = API_POOL_SIZE) -> Async
         max_overflow=0,
         hide_parameters=True,  # statement parameters carry keys; errors must not show them
     )
+    if preparers:
+
+        async def prepare_all(connection: asyncpg.Connection) -> None:
+            for prepare in preparers:
+                await prepare(connection)
+
+        # After SQLAlchemy's own set-up of the connection: its codec settings drop what
+        # asyncpg has looked up so far.
+        @event.listens_for(engine.sync_engine, "connect")
+        def prepare_new_connection(dbapi_connection: AdaptedConnection, _: object) -> None:
+            dbapi_connection.run_async(prepare_all)
+
+    return engine
 
 
-async def fill_pool(
-    engine: AsyncEngine, *preparers: Callable[[asyncpg.Connection], Awaitable[None]]
-) -> None:
-    """Open every connection of the engine's pool now and prepare each for the hot path.
+async def fill_pool(engine: AsyncEngine) -> None:
+    """Open every connection of the engine's pool now, before the first request.
 
     A connection opened on demand costs a server process, SQLAlchemy's set-up statements and
     asyncpg's type lookups: tens of milliseconds of both CPUs of a small machine. Opened
     under a burst of requests, many at once, they stall every request for hundreds of
-    milliseconds; opened before the first request, never (the pool keeps them).
+    milliseconds; opened at start, they are kept by the pool. Raises the first failure
+    (after returning the connections that did open).
     """
     size = engine.pool.size() if isinstance(engine.pool, QueuePool) else 1
     opened = await asyncio.gather(
         *(engine.connect().start() for _ in range(size)), return_exceptions=True
     )
-    connections = [c for c in opened if isinstance(c, AsyncConnection)]
-
-    async def prepare_all(connection: AsyncConnection) -> None:
-        driver = await _driver(connection)
-        for prepare in preparers:
-            await prepare(driver)
-
-    try:
-        await asyncio.gather(*(prepare_all(connection) for connection in connections))
-    finally:
-        for connection in connections:
-            await connection.close()
+    for outcome in opened:
+        if isinstance(outcome, AsyncConnection):
+            await outcome.close()
     for outcome in opened:
         if isinstance(outcome, BaseException):
             raise outcome

@@ -7,6 +7,7 @@ while a request is in flight. Outcomes are recorded in batches.
 
 import asyncio
 import contextlib
+import math
 import time
 import uuid
 from collections import Counter, deque
@@ -92,10 +93,13 @@ class Dispatcher:
         self._pool = await asyncpg.create_pool(
             self.database_url,
             # All opened at start and kept: a connection opened under load costs both CPUs
-            # of a small machine tens of milliseconds, when they are needed most.
+            # of a small machine tens of milliseconds, when they are needed most. So none is
+            # closed for idling, nor replaced after a number of queries (asyncpg's default
+            # replaces one every 50,000: every few seconds at full speed).
             min_size=POOL_SIZE,
             max_size=POOL_SIZE,
             max_inactive_connection_lifetime=0,
+            max_queries=math.inf,
             init=_prepare_connection,
             reset=_keep_session,
             server_settings=repository.SESSION_SETTINGS,
