@@ -48,23 +48,31 @@ def server_url() -> Iterator[str]:
             yield url
 
 
-@pytest.fixture(scope="session")
-async def database_url(server_url: str) -> AsyncIterator[str]:
-    """A fresh database for this session, built by the Alembic migrations."""
-    name = f"voicehooks_test_{uuid.uuid4().hex[:12]}"
+@contextlib.asynccontextmanager
+async def new_database(server_url: str, prefix: str) -> AsyncIterator[str]:
+    """An empty database on the server, dropped afterwards; yields its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(libpq_url(server_url))
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
-    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    await upgrade(url)
-    yield url
-    admin = await asyncpg.connect(libpq_url(server_url))
     try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
     finally:
-        await admin.close()
+        admin = await asyncpg.connect(libpq_url(server_url))
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def database_url(server_url: str) -> AsyncIterator[str]:
+    """A fresh database for this session, built by the Alembic migrations."""
+    async with new_database(server_url, "voicehooks_test") as url:
+        await upgrade(url)
+        yield url
 
 
 @pytest.fixture

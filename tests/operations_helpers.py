@@ -217,3 +217,14 @@ async def running(env: dict[str, str], stderr_path: Path, *args: str) -> AsyncIt
                 except TimeoutError:
                     process.kill()
                     await process.wait()
+
+
+@contextlib.asynccontextmanager
+async def running_api(env: dict[str, str], log_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """`voicehooks api` on a free port, and a client of it (not yet waited for: wait_for_readyz)."""
+    port = free_port()
+    async with (
+        running(env, log_path, "api", "--port", str(port)),
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as api,
+    ):
+        yield api

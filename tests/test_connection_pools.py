@@ -8,25 +8,23 @@ import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
-import httpx
 import pytest
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from tests.conftest import INGEST_TOKEN
+from tests.conftest import INGEST_TOKEN, new_database
 from tests.delivery_helpers import closed_port, ingest_batch
 from tests.operations_helpers import (
     INGEST_HEADERS,
-    free_port,
     run_command,
     running,
+    running_api,
     service_environment,
     wait_for_readyz,
 )
 from tests.support import call_event, create_subscription, wait_until
 from voicehooks.api.app import create_app
 from voicehooks.db.engine import API_POOL_SIZE, create_engine, session_driver_connection
-from voicehooks.db.urls import libpq_url
 from voicehooks.dispatch.worker import POOL_SIZE
 from voicehooks.ingestion.repository import IngestionRepository, MatchKey
 
@@ -57,11 +55,7 @@ async def test_the_api_opens_its_whole_pool_at_start_and_a_burst_of_ingests_open
     env = service_environment(
         _named(database_url, "voicehooks-api-under-test"), VOICEHOOKS_INGEST_TOKEN=INGEST_TOKEN
     )
-    port = free_port()
-    async with (
-        running(env, tmp_path / "api.log", "api", "--port", str(port)),
-        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as api,
-    ):
+    async with running_api(env, tmp_path / "api.log") as api:
         await wait_for_readyz(api)
         at_start = await _backends(db, "voicehooks-api-under-test")
         assert len(at_start) == API_POOL_SIZE
@@ -108,11 +102,7 @@ async def test_the_worker_opens_its_pool_at_start_and_a_burst_of_deliveries_open
 async def test_the_api_starts_while_the_database_is_down_and_says_so_on_readyz(tmp_path):
     unreachable = f"postgresql://postgres@127.0.0.1:{closed_port()}/voicehooks"
     env = service_environment(unreachable, VOICEHOOKS_INGEST_TOKEN=INGEST_TOKEN)
-    port = free_port()
-    async with (
-        running(env, tmp_path / "api.log", "api", "--port", str(port)),
-        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as api,
-    ):
+    async with running_api(env, tmp_path / "api.log") as api:
         await wait_for_readyz(api, status=503)
         assert (await api.get("/healthz")).status_code == 200
     assert "database_pool_not_filled" in (tmp_path / "api.log").read_text()
@@ -139,30 +129,20 @@ async def test_an_api_connection_runs_ingestion_without_looking_up_types(
 ):
     app = create_app(settings, database_url)
     assert await _type_lookups(app.state.engine) == []
-    # what every new connection of an engine without preparers does on its first ingest
+    # what every new connection of an engine without hot statements does on its first ingest
     assert await _type_lookups(create_engine(database_url)) != []
 
 
 @pytest.fixture
 async def empty_database(server_url: str) -> AsyncIterator[str]:
     """A database with no schema yet, dropped after the test."""
-    name = f"voicehooks_empty_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(libpq_url(server_url))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+    async with new_database(server_url, "voicehooks_empty") as url:
+        yield url
 
 
 async def test_the_api_started_before_the_migration_is_ready_once_it_ran(empty_database, tmp_path):
     env = service_environment(empty_database, VOICEHOOKS_INGEST_TOKEN=INGEST_TOKEN)
-    port = free_port()
-    async with (
-        running(env, tmp_path / "api.log", "api", "--port", str(port)),
-        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as api,
-    ):
+    async with running_api(env, tmp_path / "api.log") as api:
         await wait_for_readyz(api, status=503)
         await run_command(env, "migrate")
         await wait_for_readyz(api, status=200)

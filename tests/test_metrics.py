@@ -3,15 +3,14 @@
 import asyncio
 import math
 
-import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import INGEST_TOKEN
 from tests.operations_helpers import (
     INGEST_HEADERS,
-    free_port,
     ingest,
     running,
+    running_api,
     sample,
     scrape,
     service_environment,
@@ -230,12 +229,10 @@ async def test_every_api_replica_sees_the_counters_of_the_others(
 ):
     """Ingestion through one API process, delivery by a worker, scrape of yet another API."""
     sub = await create_subscription(client, tenant, url=f"{receiver.url}/hook")
-    port = free_port()
     env = service_environment(database_url, VOICEHOOKS_INGEST_TOKEN=INGEST_TOKEN)
     async with (
-        running(env, tmp_path / "api.log", "api", "--port", str(port)),
+        running_api(env, tmp_path / "api.log") as other_api,
         running(env, tmp_path / "worker.log", "worker"),
-        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as other_api,
     ):
         await wait_for_readyz(other_api)
         for n in range(2):

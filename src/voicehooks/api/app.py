@@ -22,7 +22,7 @@ from voicehooks.deliveries.endpoints import router as deliveries_router
 from voicehooks.ingestion import repository as ingestion_repository
 from voicehooks.ingestion.endpoints import router as ingestion_router
 from voicehooks.observability.logging import RequestLogMiddleware
-from voicehooks.observability.metrics import counters, render_metrics
+from voicehooks.observability.metrics import FLUSH_STATEMENT, counters, render_metrics
 from voicehooks.subscriptions.endpoints import router as subscriptions_router
 
 log = structlog.get_logger("voicehooks.api")
@@ -41,7 +41,7 @@ DATABASE_UNAVAILABLE = (
 def create_app(settings: Settings, database_url: str) -> FastAPI:
     engine = create_engine(
         database_url,
-        preparers=(ingestion_repository.prepare_connection, counters.prepare_connection),
+        hot_statements=(*ingestion_repository.HOT_STATEMENTS, FLUSH_STATEMENT),
     )
 
     @contextlib.asynccontextmanager

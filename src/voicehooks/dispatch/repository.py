@@ -175,14 +175,8 @@ SESSION_SETTINGS = {
 }
 
 
-async def prepare_connection(connection: asyncpg.Connection) -> None:
-    """Look up the types of the claim and the result statements once per connection, at start.
-
-    asyncpg resolves the array types they bind with a catalog query on first use; done here,
-    it never delays a claim or the recording of results.
-    """
-    for statement in (_CLAIM, _RECORD_RESULTS):
-        await connection.prepare(statement)
+# Every new dispatcher connection looks up their types first (see db.engine.look_up_types).
+HOT_STATEMENTS = (_CLAIM, _RECORD_RESULTS)
 
 
 def _affected(status: str) -> int:

@@ -21,11 +21,6 @@ def bird_signature(signing_key: str, timestamp: int, url: str, body: bytes) -> s
     )
 
 
-def standard_signature(signing_key: str, message_id: str, timestamp: int, body: bytes) -> str:
-    """`v1,` + base64(HMAC-SHA256(key, "{id}.{timestamp}.{body}"))."""
-    return "v1," + _hmac_base64(signing_key, f"{message_id}.{timestamp}.".encode() + body)
-
-
 def signature_headers(
     *,
     delivery_id: str,
@@ -37,12 +32,9 @@ def signature_headers(
 ) -> dict[str, str]:
     """Headers of one attempt; replaced keys still in their overlap add `webhook-signature`s."""
     stamp = str(timestamp)
+    # Standard Webhooks, per key: `v1,` + base64(HMAC-SHA256(key, "{id}.{timestamp}.{body}")).
     signed = f"{delivery_id}.{stamp}.".encode() + body
-    standard = "v1," + _hmac_base64(signing_key, signed)
-    if previous_keys:
-        standard = " ".join(
-            [standard, *("v1," + _hmac_base64(key, signed) for key in previous_keys)]
-        )
+    standard = " ".join("v1," + _hmac_base64(key, signed) for key in (signing_key, *previous_keys))
     return {
         "messagebird-signature": bird_signature(signing_key, timestamp, url, body),
         "messagebird-request-timestamp": stamp,

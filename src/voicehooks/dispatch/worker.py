@@ -7,6 +7,7 @@ while a request is in flight. Outcomes are recorded in batches.
 
 import asyncio
 import contextlib
+import functools
 import math
 import time
 import uuid
@@ -17,6 +18,7 @@ import asyncpg
 import structlog
 
 from voicehooks.config import Settings
+from voicehooks.db.engine import look_up_types
 from voicehooks.db.urls import libpq_url
 from voicehooks.dispatch import repository
 from voicehooks.dispatch.repository import AttemptRecord, ClaimedDelivery
@@ -26,6 +28,7 @@ from voicehooks.ingestion.repository import DELIVERIES_CHANNEL
 from voicehooks.observability.metrics import (
     ATTEMPTS,
     DELIVERIES_FINISHED,
+    FLUSH_STATEMENT,
     SUBSCRIPTIONS_AUTO_DISABLED,
     counters,
 )
@@ -48,11 +51,6 @@ POOL_SIZE = 4
 
 async def _keep_session(_: asyncpg.Connection) -> None:
     """Skip asyncpg's reset round trip on release: these connections keep no session state."""
-
-
-async def _prepare_connection(connection: asyncpg.Connection) -> None:
-    await repository.prepare_connection(connection)
-    await counters.prepare_connection(connection)
 
 
 class Dispatcher:
@@ -100,7 +98,9 @@ class Dispatcher:
             max_size=POOL_SIZE,
             max_inactive_connection_lifetime=0,
             max_queries=math.inf,
-            init=_prepare_connection,
+            init=functools.partial(
+                look_up_types, statements=(*repository.HOT_STATEMENTS, FLUSH_STATEMENT)
+            ),
             reset=_keep_session,
             server_settings=repository.SESSION_SETTINGS,
         )

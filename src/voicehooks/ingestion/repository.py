@@ -106,14 +106,8 @@ _INSERT_DELIVERIES = """
 """
 
 
-async def prepare_connection(connection: asyncpg.Connection) -> None:
-    """Look up the types of ingestion's statements on a new connection, ahead of requests.
-
-    asyncpg resolves the array types these statements bind with a catalog query, once per
-    connection; prepared here, the lookup never falls on an ingest request.
-    """
-    for statement in (_MATCH, _INSERT_EVENTS, _STORED_EVENTS, _INSERT_DELIVERIES):
-        await connection.prepare(statement)
+# Every new connection of the API looks up their types first (see db.engine.look_up_types).
+HOT_STATEMENTS = (_MATCH, _INSERT_EVENTS, _STORED_EVENTS, _INSERT_DELIVERIES)
 
 
 class IngestionRepository:

@@ -62,7 +62,7 @@ def _decode(encoded: str) -> Labels:
     return tuple(tuple(part.split("=", 1)) for part in encoded.split(","))  # type: ignore[misc]
 
 
-_FLUSH = (
+FLUSH_STATEMENT = (
     "INSERT INTO metric_counters (name, labels, value) "
     "SELECT * FROM unnest($1::text[], $2::text[], $3::float8[]) "
     "ON CONFLICT (name, labels) "
@@ -88,10 +88,6 @@ class SharedCounters:
     def pending(self) -> dict[tuple[str, str], float]:
         return dict(self._pending)
 
-    async def prepare_connection(self, connection: asyncpg.Connection) -> None:
-        """Look up the flush's array types on a new connection before the first flush needs them."""
-        await connection.prepare(_FLUSH)
-
     async def flush(self, connection: asyncpg.Connection) -> None:
         if not self._pending:
             return
@@ -99,7 +95,7 @@ class SharedCounters:
         keys = sorted(taken)  # one lock order for every process
         try:
             await connection.execute(
-                _FLUSH,
+                FLUSH_STATEMENT,
                 [name for name, _ in keys],
                 [labels for _, labels in keys],
                 [taken[key] for key in keys],
