@@ -103,8 +103,16 @@ async def session_driver_connection(session: AsyncSession) -> asyncpg.Connection
 
 
 async def _driver(connection: AsyncConnection) -> asyncpg.Connection:
+    """The asyncpg connection under `connection`, with the database transaction begun.
+
+    SQLAlchemy's asyncpg adapter sends BEGIN lazily, with its own first statement. Statements
+    run on the driver before that would each commit on their own (an event visible without
+    its deliveries), so one cheap statement through SQLAlchemy begins the transaction first.
+    """
     raw = await connection.get_raw_connection()
     driver: asyncpg.Connection = raw.driver_connection
+    if not driver.is_in_transaction():
+        await connection.exec_driver_sql("SELECT 1")
     return driver
 
 
