@@ -5,12 +5,10 @@ import contextlib
 import functools
 from collections.abc import AsyncIterator
 
-import asyncpg
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
-from sqlalchemy.exc import DBAPIError
 
 import voicehooks
 from voicehooks.api import health
@@ -18,6 +16,7 @@ from voicehooks.api.body_limit import BodyLimitMiddleware
 from voicehooks.api.problems import install_problem_handlers
 from voicehooks.config import Settings
 from voicehooks.db.engine import create_engine, create_sessionmaker, fill_pool, raw_connection
+from voicehooks.db.outage import DATABASE_ERRORS
 from voicehooks.deliveries.endpoints import router as deliveries_router
 from voicehooks.ingestion import repository as ingestion_repository
 from voicehooks.ingestion.endpoints import router as ingestion_router
@@ -26,16 +25,6 @@ from voicehooks.observability.metrics import FLUSH_STATEMENT, counters, render_m
 from voicehooks.subscriptions.endpoints import router as subscriptions_router
 
 log = structlog.get_logger("voicehooks.api")
-
-# What opening or preparing a connection raises while the database cannot serve: down,
-# refusing, unknown database or role, too many clients, schema not migrated, connection lost.
-DATABASE_UNAVAILABLE = (
-    OSError,
-    TimeoutError,
-    DBAPIError,
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-)
 
 
 def create_app(settings: Settings, database_url: str) -> FastAPI:
@@ -48,7 +37,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
             await fill_pool(engine)
-        except DATABASE_UNAVAILABLE as exc:
+        except DATABASE_ERRORS as exc:
             # Unreachable (or not migrated) now: requests open connections as they can, and
             # /readyz says 503 meanwhile. The SQLSTATE names the cause without any secret.
             sqlstate = getattr(exc, "sqlstate", None) or getattr(

@@ -28,6 +28,7 @@ async def _session(request: Request) -> AsyncIterator[AsyncSession]:
             await session.rollback()
             raise
         await session.commit()
+        request.app.state.database_outages.succeeded()
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

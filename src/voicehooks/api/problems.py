@@ -9,6 +9,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from voicehooks.db.outage import DATABASE_ERRORS, RETRY_AFTER_SECONDS, OutageLog, is_outage
+
 PROBLEM_JSON = "application/problem+json"
 
 _TITLES = {
@@ -21,6 +23,7 @@ _TITLES = {
     415: "Unsupported Media Type",
     422: "Unprocessable Content",
     500: "Internal Server Error",
+    503: "Service Unavailable",
 }
 
 
@@ -138,12 +141,28 @@ def install_problem_handlers(app: FastAPI) -> None:
             exc.status_code, detail, headers=dict(exc.headers) if exc.headers else None
         )
 
+    async def on_database_error(request: Request, exc: Exception) -> JSONResponse:
+        # Answered here, not re-raised: the client gets a response it can act on and keeps
+        # its keep-alive connection; the outage is one log line, not a traceback per request.
+        if not is_outage(exc):
+            raise exc  # a fault of ours: 500, with its traceback logged
+        outages: OutageLog = request.app.state.database_outages
+        outages.failed(exc)
+        return problem_response(
+            503,
+            "the database cannot be reached; try again shortly",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+
     async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
         return problem_response(500, "internal error")
 
     app.add_exception_handler(ProblemError, on_problem)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
+    app.state.database_outages = OutageLog("api")
+    for database_error in DATABASE_ERRORS:
+        app.add_exception_handler(database_error, on_database_error)
     app.add_exception_handler(Exception, on_unexpected)
 
 
@@ -160,5 +179,5 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
-PROBLEM_RESPONSES = problem_responses(400, 401, 404, 413, 422)
+PROBLEM_RESPONSES = problem_responses(400, 401, 404, 413, 422, 503)
 CONFLICT_RESPONSES = problem_responses(409)

@@ -19,6 +19,7 @@ import structlog
 
 from voicehooks.config import Settings
 from voicehooks.db.engine import look_up_types
+from voicehooks.db.outage import DRIVER_ERRORS, OutageLog, is_outage
 from voicehooks.db.urls import libpq_url
 from voicehooks.dispatch import repository
 from voicehooks.dispatch.repository import AttemptRecord, ClaimedDelivery
@@ -59,6 +60,7 @@ class Dispatcher:
         self.database_url = libpq_url(database_url)
         self.sender = Sender(settings)
         self._pool: asyncpg.Pool | None = None
+        self._outages = OutageLog("dispatch")
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._short_of_room = False
@@ -162,10 +164,11 @@ class Dispatcher:
                             per_host=self._hold_per_host,
                             lease_seconds=self.lease_seconds,
                         )
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                    log.warning("claim_failed", error=str(exc))
+                except DRIVER_ERRORS as exc:
+                    self._database_fault("claim", exc)
                     await self._sleep(RECONNECT_DELAY)
                     continue
+                self._outages.succeeded()
             for delivery in claimed:
                 self._start(delivery)
             # Room that frees up is worth a claim only if this one was short of room.
@@ -186,6 +189,13 @@ class Dispatcher:
             return True
         got = Counter(delivery.target_host for delivery in claimed)
         return any(count >= host_free.get(host, self._hold_per_host) for host, count in got.items())
+
+    def _database_fault(self, duty: str, error: Exception) -> None:
+        """An outage is logged once for all duties; any other error is a fault worth a line."""
+        if is_outage(error):
+            self._outages.failed(error)
+        else:
+            log.warning(f"{duty}_failed", error=str(error))
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -340,8 +350,8 @@ class Dispatcher:
                         ],
                         inactive_error=INACTIVE_ERROR,
                     )
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("record_failed", error=str(exc), batch=len(batch))
+            except DRIVER_ERRORS as exc:
+                self._database_fault("record", exc)
                 self._results = batch + self._results
                 if self._stopping.is_set() and not self._pool.get_size():
                     return
@@ -360,8 +370,8 @@ class Dispatcher:
         try:
             async with self._pool.acquire() as connection:
                 await repository.release_claims(connection, unsent)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("release_failed", error=str(exc), deliveries=len(unsent))
+        except DRIVER_ERRORS as exc:
+            self._database_fault("release", exc)
 
     @staticmethod
     def _count(
@@ -400,8 +410,8 @@ class Dispatcher:
                     ],
                     return_when=asyncio.FIRST_COMPLETED,
                 )
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("listen_failed", error=str(exc))
+            except DRIVER_ERRORS as exc:
+                self._database_fault("listen", exc)
             finally:
                 if connection is not None:
                     with contextlib.suppress(Exception):
@@ -423,6 +433,6 @@ class Dispatcher:
                         )
                         if any(deleted.values()):
                             log.info("retention_purged", **deleted)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("housekeeping_failed", error=str(exc))
+            except DRIVER_ERRORS as exc:
+                self._database_fault("housekeeping", exc)
             await self._sleep(min(self.settings.poll_interval, self.settings.housekeeping_interval))

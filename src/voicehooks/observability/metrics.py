@@ -24,6 +24,8 @@ from prometheus_client.core import (
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from voicehooks.db.outage import DATABASE_ERRORS
+
 EVENTS_INGESTED = "voicehooks_events_ingested"
 ATTEMPTS = "voicehooks_delivery_attempts"
 DELIVERIES_FINISHED = "voicehooks_deliveries_finished"
@@ -112,7 +114,8 @@ class SharedCounters:
     ) -> None:
         while True:
             await asyncio.sleep(interval)
-            with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            # An outage is logged by whoever meets it first; counts wait for the next flush.
+            with contextlib.suppress(*DATABASE_ERRORS):
                 async with acquire() as connection:
                     await self.flush(connection)
 

@@ -1,0 +1,54 @@
+"""Which errors count as a database outage (503, one log line) and which are faults of ours."""
+
+import asyncpg
+import pytest
+from sqlalchemy import exc as sa_exc
+
+from voicehooks.db.outage import is_outage
+
+
+def _wrapped(error: Exception, *, invalidated: bool = False) -> sa_exc.DBAPIError:
+    """As SQLAlchemy raises a driver error: wrapped, the original in `orig` and the chain."""
+    try:
+        raise sa_exc.DBAPIError("SELECT 1", None, error, connection_invalidated=invalidated)
+    except sa_exc.DBAPIError as wrapped:
+        wrapped.__cause__ = error
+        return wrapped
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ConnectionRefusedError(111, "Connection refused"),
+        ConnectionResetError(104, "Connection reset by peer"),
+        TimeoutError(),
+        asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed in the middle"),
+        asyncpg.InterfaceError("cannot perform operation: connection is closed"),
+        asyncpg.exceptions.CannotConnectNowError("the database system is starting up"),
+        asyncpg.exceptions.AdminShutdownError("terminating connection due to administrator"),
+        asyncpg.exceptions.CrashShutdownError("terminating connection: crash"),
+        asyncpg.exceptions.TooManyConnectionsError("sorry, too many clients already"),
+        asyncpg.exceptions.ConnectionFailureError("connection failure"),
+        sa_exc.TimeoutError("QueuePool limit of size 20 overflow 0 reached"),
+        _wrapped(asyncpg.InterfaceError("connection is closed")),
+        _wrapped(Exception("anything"), invalidated=True),
+    ],
+    ids=type,
+)
+def test_connection_failures_are_outages(error):
+    assert is_outage(error)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        asyncpg.exceptions.UndefinedTableError('relation "events" does not exist'),
+        asyncpg.exceptions.UniqueViolationError("duplicate key"),
+        asyncpg.InterfaceError("cannot perform operation: another operation is in progress"),
+        _wrapped(asyncpg.exceptions.SyntaxOrAccessError("syntax error")),
+        ValueError("not a database error"),
+    ],
+    ids=type,
+)
+def test_faults_of_ours_are_not_outages(error):
+    assert not is_outage(error)
