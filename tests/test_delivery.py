@@ -407,3 +407,25 @@ async def test_connection_refused_has_no_status_code_and_an_error(client, tenant
     assert first["responseStatusCode"] is None
     assert "refused" in first["error"]
     assert first["responseBody"] is None
+
+
+# -- numeric hosts (SPEC §2: delivered to, or refused with 422; never accepted and undeliverable)
+
+
+@pytest.mark.parametrize("host", ["127.1", "2130706433", "0177.0.0.1", "127.0.0.1."])
+async def test_a_numeric_host_the_sender_cannot_connect_to_is_refused(client, tenant, db, host):
+    body = {"service": "channels", "event": "voice.inbound", "url": f"http://{host}:9/hook"}
+    response = await client.post(tenant.subscriptions, json=body, headers=tenant.headers)
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["field"] == "url"
+    assert "127.0.0.1" in response.json()["errors"][0]["message"]
+    assert await db.fetchval("SELECT count(*) FROM subscriptions") == 0
+
+
+async def test_a_hex_spelled_host_is_accepted_and_delivered_to(
+    client, tenant, receiver, dispatcher
+):
+    port = receiver.url.rsplit(":", 1)[1]
+    await create_subscription(client, tenant, url=f"http://0x7f.0.0.1:{port}/hook")
+    await ingest(client, call_event(tenant.workspace_id))
+    await wait_until(lambda: receiver.requests, timeout=10)

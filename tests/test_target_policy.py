@@ -178,7 +178,10 @@ async def test_global_address_urls_are_accepted(address, port):
 @given(address=blocked_v4)
 async def test_allowed_networks_exempt_urls(address):
     network = f"{address}/32"
-    assert await check(f"https://{int(address)}/hook", allowed=network) == str(int(address))
+    assert await check(f"https://{address}/hook", allowed=network) == str(address)
+    # Exempt or not, a spelling the sender cannot connect to is refused, with the fix.
+    with pytest.raises(TargetRefused, match=f"write it as {address}"):
+        await check(f"https://{int(address)}/hook", allowed=network)
     elsewhere = "198.51.100.7/32" if str(address) != "198.51.100.7" else "198.51.100.8/32"
     with pytest.raises(TargetRefused):
         await check(f"https://{address}/hook", allowed=elsewhere)
@@ -208,6 +211,23 @@ async def test_allowed_networks_exempt_urls(address):
 def test_split_target_refuses(url, reason):
     with pytest.raises(TargetRefused, match=reason):
         split_target(url, allow_http=False)
+
+
+@pytest.mark.parametrize(
+    ("host", "fix"),
+    [
+        ("127.1", "127.0.0.1"),
+        ("2130706433", "127.0.0.1"),
+        ("0177.0.0.1", "127.0.0.1"),
+        ("127.000.000.001", "127.0.0.1"),
+        ("127.0.0.1.", "127.0.0.1"),
+        ("1.2.3.4.5", "a.b.c.d"),
+        ("256.1.1.1", "a.b.c.d"),
+    ],
+)
+async def test_numeric_hosts_other_than_dotted_quads_are_refused_with_the_fix(host, fix):
+    with pytest.raises(TargetRefused, match=f"dotted-quad.*{fix}"):
+        await check(f"http://{host}:8080/hook", allow_http=True, allowed="127.0.0.0/8")
 
 
 def test_split_target_admits_http_only_when_allowed():

@@ -121,6 +121,32 @@ def first_blocked(addresses: Iterable[IPAddress], allowed: Sequence[IPNetwork]) 
     return next((address for address in addresses if is_blocked_address(address, allowed)), None)
 
 
+def _is_dotted_quad(host: str) -> bool:
+    parts = host.split(".")
+    return len(parts) == 4 and all(
+        part.isascii()
+        and part.isdigit()
+        and len(part) <= 3
+        and str(int(part)) == part
+        and int(part) <= 255
+        for part in parts
+    )
+
+
+def refuse_numeric_spelling(host: str) -> None:
+    """A host of digits and dots must be a dotted quad: the sender refuses any other spelling.
+
+    aiohttp (like browsers' URL parsers) will not connect to 127.1, 2130706433 or 0177.0.0.1, so
+    such a subscription could never be delivered to; better refused now, with the fix. Hex
+    spellings (0x7f.0.0.1) go through the resolver and are delivered.
+    """
+    if not host.replace(".", "").isdigit() or _is_dotted_quad(host):
+        return
+    address = parse_ip_host(host)
+    fix = f"write it as {address}" if address is not None else "write it as a.b.c.d, 0-255 each"
+    raise TargetRefused(f"is a numeric host that is not a dotted-quad IPv4 address; {fix}")
+
+
 async def check_target_url(
     url: str, *, allow_http: bool, allowed_networks: Sequence[IPNetwork]
 ) -> str:
@@ -130,4 +156,5 @@ async def check_target_url(
     blocked = first_blocked(await resolve_host(host), allowed_networks)
     if blocked is not None:
         raise TargetRefused(f"resolves to a blocked address ({blocked})")
+    refuse_numeric_spelling(host)
     return host
