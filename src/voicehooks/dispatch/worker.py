@@ -19,13 +19,17 @@ import structlog
 
 from voicehooks.config import Settings
 from voicehooks.db.engine import look_up_types
+from voicehooks.db.notifications import (
+    DELIVERIES_CHANNEL,
+    cancel_payload,
+    cancelled_subscription,
+)
 from voicehooks.db.outage import DRIVER_ERRORS, OutageLog, is_outage
 from voicehooks.db.urls import libpq_url
 from voicehooks.dispatch import repository
 from voicehooks.dispatch.repository import AttemptRecord, ClaimedDelivery
 from voicehooks.dispatch.schedule import next_delay, parse_retry_after
 from voicehooks.dispatch.sender import Outcome, Sender
-from voicehooks.ingestion.repository import DELIVERIES_CHANNEL
 from voicehooks.observability.metrics import (
     ATTEMPTS,
     DELIVERIES_FINISHED,
@@ -76,6 +80,8 @@ class Dispatcher:
         self._senders_per_host: Counter[str] = Counter()
         # Hosts that wanted another sender while all max_in_flight were busy, oldest first.
         self._starving: dict[str, None] = {}
+        # Subscriptions deleted or deactivated, and when this worker heard of it (monotonic).
+        self._cancelled: dict[uuid.UUID, float] = {}
 
     @property
     def lease_seconds(self) -> float:
@@ -154,6 +160,7 @@ class Dispatcher:
             requested = min(room, CLAIM_BATCH)
             claimed: list[ClaimedDelivery] = []
             host_free = self._host_room()
+            claim_started = time.monotonic()
             if requested > 0:
                 try:
                     async with self._pool.acquire() as connection:
@@ -170,7 +177,10 @@ class Dispatcher:
                     continue
                 self._outages.succeeded()
             for delivery in claimed:
-                self._start(delivery)
+                if self._cancelled.get(delivery.subscription_id, -math.inf) < claim_started:
+                    self._start(delivery)
+                # else: cancelled while this claim ran (it may have read the row before the
+                # change committed); its row is gone or failed, so there is nothing to hand back.
             # Room that frees up is worth a claim only if this one was short of room.
             self._short_of_room = self._claim_was_short_of_room(requested, claimed, host_free)
             if requested and len(claimed) == requested:
@@ -200,6 +210,38 @@ class Dispatcher:
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    # -- cancelling -----------------------------------------------------------------------
+
+    def _on_notification(self, payload: str) -> None:
+        subscription_id = cancelled_subscription(payload)
+        if subscription_id is not None:
+            self._cancel(subscription_id)
+        self._wake.set()
+
+    def _cancel(self, subscription_id: uuid.UUID) -> None:
+        """Drop every held delivery of the subscription; claims still running drop theirs.
+
+        Requests already on the wire finish; nothing new is sent for it from here on.
+        """
+        now = time.monotonic()
+        self._cancelled[subscription_id] = now
+        # A claim that started before this is over within a lease; older entries are moot.
+        horizon = now - 2 * self.lease_seconds
+        for old in [sid for sid, at in self._cancelled.items() if at < horizon]:
+            del self._cancelled[old]
+        for host, queue in list(self._waiting.items()):
+            kept = [d for d in queue if d.subscription_id != subscription_id]
+            dropped = len(queue) - len(kept)
+            if not dropped:
+                continue
+            queue.clear()
+            queue.extend(kept)
+            for _ in range(dropped):
+                self._finished(host)
+            if not queue and not self._senders_per_host[host]:
+                del self._waiting[host]
+                self._starving.pop(host, None)
 
     # -- sending --------------------------------------------------------------------------
 
@@ -350,6 +392,13 @@ class Dispatcher:
                         ],
                         inactive_error=INACTIVE_ERROR,
                     )
+                    for subscription_id, _ in disabled:
+                        # Every worker (this one too, on the echo) drops what it holds of it.
+                        await connection.execute(
+                            "SELECT pg_notify($1, $2)",
+                            DELIVERIES_CHANNEL,
+                            cancel_payload(subscription_id),
+                        )
             except DRIVER_ERRORS as exc:
                 self._database_fault("record", exc)
                 self._results = batch + self._results
@@ -401,7 +450,9 @@ class Dispatcher:
             try:
                 connection = await asyncpg.connect(self.database_url)
                 connection.add_termination_listener(on_lost)
-                await connection.add_listener(DELIVERIES_CHANNEL, lambda *_: self._wake.set())
+                await connection.add_listener(
+                    DELIVERIES_CHANNEL, lambda *args: self._on_notification(args[-1])
+                )
                 self._wake.set()  # anything notified while we were not listening
                 await asyncio.wait(
                     [

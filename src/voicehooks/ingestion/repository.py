@@ -9,8 +9,7 @@ import asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from voicehooks.db.engine import session_driver_connection
-
-DELIVERIES_CHANNEL = "voicehooks_deliveries"
+from voicehooks.db.notifications import DELIVERIES_CHANNEL
 
 
 @dataclass(frozen=True)

@@ -224,6 +224,7 @@ async def update_subscription(
     if body.status is not None:
         if body.status == "inactive" and subscription.status == "active":
             await DeliveryRepository(session).fail_pending(subscription.id, INACTIVE_ERROR)
+            await repository.announce_stopped(subscription.id)
         if body.status == "active":
             subscription.failing_since = None
         subscription.status = body.status
