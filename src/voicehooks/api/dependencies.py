@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from voicehooks.api.problems import NotFound, ProblemError
 from voicehooks.config import Settings
+from voicehooks.db.outage import outages
 from voicehooks.tenancy.service import organization_for_key, workspace_in_organization
 
 
@@ -28,7 +29,7 @@ async def _session(request: Request) -> AsyncIterator[AsyncSession]:
             await session.rollback()
             raise
         await session.commit()
-        request.app.state.database_outages.succeeded()
+        outages.succeeded()
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from voicehooks.db.outage import DATABASE_ERRORS, RETRY_AFTER_SECONDS, OutageLog, is_outage
+from voicehooks.db.outage import DATABASE_ERRORS, RETRY_AFTER_SECONDS, is_outage, outages
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -146,7 +146,6 @@ def install_problem_handlers(app: FastAPI) -> None:
         # its keep-alive connection; the outage is one log line, not a traceback per request.
         if not is_outage(exc):
             raise exc  # a fault of ours: 500, with its traceback logged
-        outages: OutageLog = request.app.state.database_outages
         outages.failed(exc)
         return problem_response(
             503,
@@ -160,7 +159,6 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ProblemError, on_problem)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
-    app.state.database_outages = OutageLog("api")
     for database_error in DATABASE_ERRORS:
         app.add_exception_handler(database_error, on_database_error)
     app.add_exception_handler(Exception, on_unexpected)

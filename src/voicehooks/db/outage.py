@@ -76,8 +76,8 @@ def is_outage(error: BaseException) -> bool:
 class OutageLog:
     """Turns many failures and successes of one process into one line per outage and recovery."""
 
-    def __init__(self, component: str) -> None:
-        self._log = structlog.get_logger(f"voicehooks.{component}")
+    def __init__(self) -> None:
+        self._log = structlog.get_logger("voicehooks.database")
         self._down_since: float | None = None
 
     @property
@@ -95,3 +95,7 @@ class OutageLog:
             seconds = round(time.monotonic() - self._down_since, 1)
             self._down_since = None
             self._log.info("database_available", outage_seconds=seconds)
+
+
+# An outage is a fact about the process (API and dispatcher share it in `serve`): one log.
+outages = OutageLog()

@@ -24,7 +24,7 @@ from voicehooks.db.notifications import (
     cancel_payload,
     cancelled_subscription,
 )
-from voicehooks.db.outage import DRIVER_ERRORS, OutageLog, is_outage
+from voicehooks.db.outage import DRIVER_ERRORS, is_outage, outages
 from voicehooks.db.urls import libpq_url
 from voicehooks.dispatch import repository
 from voicehooks.dispatch.repository import AttemptRecord, ClaimedDelivery
@@ -64,7 +64,6 @@ class Dispatcher:
         self.database_url = libpq_url(database_url)
         self.sender = Sender(settings)
         self._pool: asyncpg.Pool | None = None
-        self._outages = OutageLog("dispatch")
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._short_of_room = False
@@ -175,7 +174,7 @@ class Dispatcher:
                     self._database_fault("claim", exc)
                     await self._sleep(RECONNECT_DELAY)
                     continue
-                self._outages.succeeded()
+                outages.succeeded()
             for delivery in claimed:
                 if self._cancelled.get(delivery.subscription_id, -math.inf) < claim_started:
                     self._start(delivery)
@@ -203,7 +202,7 @@ class Dispatcher:
     def _database_fault(self, duty: str, error: Exception) -> None:
         """An outage is logged once for all duties; any other error is a fault worth a line."""
         if is_outage(error):
-            self._outages.failed(error)
+            outages.failed(error)
         else:
             log.warning(f"{duty}_failed", error=str(error))
 

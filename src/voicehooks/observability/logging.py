@@ -131,6 +131,9 @@ def configure_logging(level: str = "INFO") -> None:
         logger_factory=factory,
         cache_logger_on_first_use=True,
     )
+    # asyncpg's pool logs a traceback each time it fails to reopen a connection during an
+    # outage; it keeps retrying by itself, and the outage is already one line of ours.
+    logging.getLogger("asyncpg.pool").setLevel(logging.ERROR)
 
 
 _PATH_IDS = {
