@@ -1,7 +1,5 @@
 """Apply Alembic migrations from code (the CLI, `serve` at start, the test session)."""
 
-import asyncio
-
 from alembic import command
 from alembic.config import Config
 
@@ -27,7 +25,3 @@ def _upgrade_on(connection: object) -> None:
     config = alembic_config()
     config.attributes["connection"] = connection
     command.upgrade(config, "head")
-
-
-def upgrade_blocking(database_url: str) -> None:
-    asyncio.run(upgrade(database_url))

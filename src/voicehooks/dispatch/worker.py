@@ -453,13 +453,16 @@ class Dispatcher:
                     DELIVERIES_CHANNEL, lambda *args: self._on_notification(args[-1])
                 )
                 self._wake.set()  # anything notified while we were not listening
-                await asyncio.wait(
-                    [
-                        asyncio.ensure_future(lost.wait()),
-                        asyncio.ensure_future(self._stopping.wait()),
-                    ],
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
+                waiters = [
+                    asyncio.ensure_future(lost.wait()),
+                    asyncio.ensure_future(self._stopping.wait()),
+                ]
+                try:
+                    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    # The other waiter would outlive this connection: one per reconnect.
+                    for waiter in waiters:
+                        waiter.cancel()
             except DRIVER_ERRORS as exc:
                 self._database_fault("listen", exc)
             finally:

@@ -3,7 +3,7 @@
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from voicehooks.db.keyset import Cursor, newest_first
@@ -89,12 +89,3 @@ class SubscriptionRepository:
             text("SELECT pg_notify(:channel, :payload)"),
             {"channel": DELIVERIES_CHANNEL, "payload": cancel_payload(subscription_id)},
         )
-
-    async def set_inactive(self, subscription_id: uuid.UUID, reason: str) -> bool:
-        """Deactivate for a reason of the service's own; False when it was not active."""
-        result = await self.session.execute(
-            update(Subscription)
-            .where(Subscription.id == subscription_id, Subscription.status == "active")
-            .values(status="inactive", status_reason=reason, updated_at=func.now())
-        )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
