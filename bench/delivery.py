@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import json
 import multiprocessing
@@ -538,6 +539,8 @@ class Service:
         self.database = f"voicehooks_bench_{secrets.token_hex(4)}"
         self.dsn = database_dsn(args.admin_dsn, self.database)
         self.token = secrets.token_urlsafe(24)
+        # Signing keys are encrypted at rest; this run's database gets a key of its own.
+        self.encryption_key = base64.b64encode(secrets.token_bytes(32)).decode()
         self.api_port = free_port()
         self.log_dir = Path(tempfile.mkdtemp(prefix="voicehooks-bench-"))
         self.api: subprocess.Popen[bytes] | None = None
@@ -555,6 +558,7 @@ class Service:
         env.update(
             VOICEHOOKS_DATABASE_URL=self.dsn,
             VOICEHOOKS_INGEST_TOKEN=self.token,
+            VOICEHOOKS_ENCRYPTION_KEYS=self.encryption_key,
             VOICEHOOKS_ALLOW_HTTP_TARGETS="true",
             VOICEHOOKS_ALLOWED_TARGET_NETWORKS="127.0.0.0/8",
             VOICEHOOKS_LOG_LEVEL=self.args.log_level,

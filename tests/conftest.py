@@ -1,6 +1,7 @@
 """Fixtures: one migrated database per test session, real HTTP receivers, real dispatchers."""
 
 import asyncio
+import base64
 import contextlib
 import os
 import socket
@@ -23,6 +24,8 @@ from voicehooks.dispatch.worker import Dispatcher
 from voicehooks.observability.metrics import counters
 
 INGEST_TOKEN = "test-ingest-token-0123456789"
+# The tests' VOICEHOOKS_ENCRYPTION_KEYS: base64 of 32 fixed bytes.
+TEST_ENCRYPTION_KEY = base64.b64encode(b"voicehooks-test-encryption-key!!").decode()
 LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 TABLES = ("organizations", "events", "metric_counters")
 
@@ -97,6 +100,7 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         "retry_delays": "0.2,0.2,0.2",
         "poll_interval": 0.1,
         "lease_margin": 3.0,
+        "encryption_keys": TEST_ENCRYPTION_KEY,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

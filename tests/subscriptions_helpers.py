@@ -1,11 +1,16 @@
 """Helpers shared by the subscriptions, tenancy and OpenAPI tests."""
 
+import json
 import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import httpx
+
+from tests.conftest import TEST_ENCRYPTION_KEY
+from voicehooks.encryption import KeyRing
 
 PROBLEM_JSON = "application/problem+json"
 RFC3339_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|\+00:00)$")
@@ -56,3 +61,24 @@ def parse_timestamp(value: str) -> datetime:
 
 def channel() -> str:
     return str(uuid.uuid4())
+
+
+TEST_KEY_RING = KeyRing.parse(TEST_ENCRYPTION_KEY)
+
+
+async def stored_signing_keys(
+    db: asyncpg.Connection, subscription_id: str
+) -> tuple[str, list[str]]:
+    """The stored current and previous signing keys of a subscription, decrypted as the
+    service does (they are stored encrypted, bound to the subscription)."""
+    row = await db.fetchrow(
+        "SELECT signing_key, previous_signing_keys FROM subscriptions WHERE id = $1",
+        uuid.UUID(subscription_id),
+    )
+    assert row is not None
+    bound_to = uuid.UUID(subscription_id)
+    previous = [
+        TEST_KEY_RING.decrypt(entry["key"], bound_to=bound_to)
+        for entry in json.loads(row["previous_signing_keys"])
+    ]
+    return TEST_KEY_RING.decrypt(row["signing_key"], bound_to=bound_to), previous

@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import TEST_ENCRYPTION_KEY
 from tests.operations_helpers import (
     free_port,
     header,
@@ -60,6 +61,7 @@ async def test_a_full_flow_logs_ids_and_no_secret(layout, db, database_url, rece
         wrong_access_key,
         ingest_token,
         wrong_token,
+        TEST_ENCRYPTION_KEY,
     ]
     assert not any(secret in bootstrap_log for secret in secrets)
 

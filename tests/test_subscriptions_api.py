@@ -14,6 +14,7 @@ from tests.subscriptions_helpers import (
     assert_problem,
     channel,
     parse_timestamp,
+    stored_signing_keys,
 )
 from tests.support import SEED_BODY, bootstrap_tenant, create_subscription
 from voicehooks.voice import CALL_STATUSES
@@ -63,7 +64,8 @@ async def test_seed_example_verbatim_creates_the_subscription(client, tenant, db
     assert fetched.status_code == 200
     assert fetched.json() == created
     row = await stored(db, created["id"])
-    assert row["signing_key"] == "mysecretkey"  # kept to sign with, never shown
+    assert "mysecretkey" not in row["signing_key"]  # stored encrypted...
+    assert (await stored_signing_keys(db, created["id"]))[0] == "mysecretkey"  # ...to sign with
 
 
 @pytest.mark.parametrize(
@@ -96,7 +98,7 @@ async def test_omitted_signing_key_is_generated_and_shown_once(client, tenant, d
     assert not key.startswith("********")
     assert len(key) >= 32 and key.isprintable() and " " not in key
     assert key != second["signingKey"]
-    assert (await stored(db, first["id"]))["signing_key"] == key
+    assert (await stored_signing_keys(db, first["id"]))[0] == key
 
     got = await client.get(tenant.subscription(first["id"]), headers=tenant.headers)
     assert got.json()["signingKey"] == "********" + key[-4:]
@@ -464,7 +466,7 @@ async def test_signing_key_bounds_are_inclusive(client, tenant, db):
         created = await create_subscription(
             client, tenant, signingKey=key, eventFilters=[{"key": "channelId", "value": channel()}]
         )
-        assert (await stored(db, created["id"]))["signing_key"] == key
+        assert (await stored_signing_keys(db, created["id"]))[0] == key
 
 
 async def test_signing_key_must_be_a_string(client, tenant):
@@ -622,10 +624,10 @@ async def test_patch_signing_key_rotates_the_stored_key(client, tenant, db):
         headers=tenant.headers,
     )
     assert response.json()["signingKey"] == "********-key"
-    row = await stored(db, created["id"])
-    assert row["signing_key"] == "the-new-signing-key"
-    previous = json.loads(row["previous_signing_keys"])
-    assert [entry["key"] for entry in previous] == ["the-old-signing-key"]
+    assert await stored_signing_keys(db, created["id"]) == (
+        "the-new-signing-key",
+        ["the-old-signing-key"],
+    )
 
 
 async def test_patch_status_back_to_active(client, tenant):

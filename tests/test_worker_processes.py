@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import TEST_ENCRYPTION_KEY
 from tests.delivery_helpers import count, ingest_batch, running_dispatcher
 from tests.operations_helpers import spawn_voicehooks
 from tests.support import Reply, call_event, create_subscription, wait_until
@@ -67,6 +68,7 @@ async def workers(database_url, tmp_path):
             VOICEHOOKS_LEASE_MARGIN="1",
             VOICEHOOKS_POLL_INTERVAL="0.1",
             VOICEHOOKS_RETRY_DELAYS="0.2,0.2,0.2",
+            VOICEHOOKS_ENCRYPTION_KEYS=TEST_ENCRYPTION_KEY,
         )
         env.update({f"VOICEHOOKS_{key.upper()}": value for key, value in extra.items()})
         worker = Worker(env, tmp_path / f"worker-{len(started)}.log")

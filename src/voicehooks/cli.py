@@ -1,4 +1,4 @@
-"""The `voicehooks` command: serve, api, worker, migrate, bootstrap."""
+"""The `voicehooks` command: serve, api, worker, migrate, bootstrap, rotate-encryption-key."""
 
 import asyncio
 import contextlib
@@ -17,6 +17,8 @@ import uvloop
 
 from voicehooks.config import Settings
 from voicehooks.db.embedded import embedded_postgres
+from voicehooks.encryption import EncryptionConfigError
+from voicehooks.encryption_keys import with_encryption_keys
 from voicehooks.observability.logging import configure_logging
 
 app = typer.Typer(
@@ -109,10 +111,16 @@ def _settle_garbage_collector() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-def _settings() -> Settings:
+def _settings(*, encryption_keys_required: bool = True) -> Settings:
+    """The settings, with the encryption keys resolved; a missing or malformed key ends the
+    command with one line on stderr (never a traceback: it could show the value)."""
     settings = Settings()
     configure_logging(settings.log_level)
-    return settings
+    try:
+        return with_encryption_keys(settings, required=encryption_keys_required)
+    except EncryptionConfigError as exc:
+        typer.echo(f"voicehooks: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -122,7 +130,7 @@ def serve(host: Host = "127.0.0.1", port: Port = 8000) -> None:
 
     settings = _settings()
     with _database(settings) as database_url:
-        asyncio.run(upgrade(database_url))
+        asyncio.run(upgrade(database_url, key_ring=settings.key_ring()))
         _run_service(_run(settings, database_url, api=(host, port), worker=True))
 
 
@@ -149,14 +157,19 @@ def worker(
     """The dispatcher alone: claims, sends and records deliveries."""
     settings = _settings()
     count = processes or settings.worker_processes
-    with _database(settings) as database_url, _sibling_workers(count - 1, database_url):
+    with (
+        _database(settings) as database_url,
+        _sibling_workers(count - 1, settings, database_url),
+    ):
         _run_service(_run(settings, database_url, api=None, worker=True))
 
 
 @contextlib.contextmanager
-def _sibling_workers(count: int, database_url: str) -> Iterator[None]:
+def _sibling_workers(count: int, settings: Settings, database_url: str) -> Iterator[None]:
     """More dispatcher processes beside this one; they stop when this one stops."""
     env = {**os.environ, "VOICEHOOKS_DATABASE_URL": database_url}
+    if settings.encryption_keys is not None:  # also the key file's key, in embedded mode
+        env["VOICEHOOKS_ENCRYPTION_KEYS"] = settings.encryption_keys.get_secret_value()
     command = [sys.executable, "-m", "voicehooks", "worker", "--processes", "1"]
     siblings = [subprocess.Popen(command, env=env) for _ in range(count)]  # noqa: S603
     try:
@@ -175,7 +188,7 @@ def migrate() -> None:
 
     settings = _settings()
     with _database(settings) as database_url:
-        asyncio.run(upgrade(database_url))
+        asyncio.run(upgrade(database_url, key_ring=settings.key_ring()))
 
 
 @app.command()
@@ -187,11 +200,13 @@ def bootstrap(
     from voicehooks.db.migrate import upgrade
     from voicehooks.tenancy.service import bootstrap_database
 
-    settings = _settings()
+    # Touches no signing key: with a database URL it runs without the encryption keys.
+    settings = _settings(encryption_keys_required=False)
 
     async def run(database_url: str) -> dict[str, str]:
         if settings.database_url is None:
-            await upgrade(database_url)  # the embedded database may be brand new
+            # The embedded database may be brand new (its key comes from the data directory).
+            await upgrade(database_url, key_ring=settings.key_ring())
         result = await bootstrap_database(database_url, organization, workspace)
         return {
             "organizationId": str(result.organization_id),
@@ -201,3 +216,27 @@ def bootstrap(
 
     with _database(settings) as database_url:
         print(json.dumps(asyncio.run(run(database_url))))
+
+
+@app.command("rotate-encryption-key")
+def rotate_encryption_key(
+    batch_size: Annotated[
+        int, typer.Option(min=1, max=10_000, help="Subscriptions re-encrypted per transaction.")
+    ] = 500,
+) -> None:
+    """Re-encrypt every stored signing key under the first of VOICEHOOKS_ENCRYPTION_KEYS.
+
+    Safe while the service runs. Run it once every process has the new key first; then the
+    old key can be removed.
+    """
+    from voicehooks.subscriptions.reencryption import reencrypt_database
+
+    settings = _settings()
+    key_ring = settings.key_ring()
+    with _database(settings) as database_url:
+        report = asyncio.run(reencrypt_database(database_url, key_ring, batch_size=batch_size))
+    print(report.summary(key_ring))
+    for problem in report.problems():
+        typer.echo(f"voicehooks: {problem}", err=True)
+    if report.problems():
+        raise typer.Exit(1)

@@ -7,6 +7,8 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from voicehooks.encryption import EncryptionConfigError, KeyRing
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -35,6 +37,8 @@ class Settings(BaseSettings):
     auto_disable_after: float = Field(default=432000, ge=0)
     key_rotation_overlap: float = Field(default=86400, ge=0)
     retention_days: float = Field(default=30, gt=0)
+    # Parsed by key_ring(), not here: a validation error would echo the value.
+    encryption_keys: SecretStr | None = None
 
     # Dispatcher tuning: not in the spec's table, defaults fit a small machine.
     worker_processes: int = Field(default=1, ge=1, le=64)
@@ -68,3 +72,9 @@ class Settings(BaseSettings):
     @property
     def max_attempts(self) -> int:
         return len(self.retry_delays) + 1
+
+    def key_ring(self) -> KeyRing:
+        """The keys of signing keys at rest; EncryptionConfigError when unset or malformed."""
+        if self.encryption_keys is None:
+            raise EncryptionConfigError("VOICEHOOKS_ENCRYPTION_KEYS is not set")
+        return KeyRing.parse(self.encryption_keys.get_secret_value())

@@ -28,6 +28,8 @@ log = structlog.get_logger("voicehooks.api")
 
 
 def create_app(settings: Settings, database_url: str) -> FastAPI:
+    # Parsed once: a missing or malformed key stops the app being built, not a request.
+    key_ring = settings.key_ring()
     engine = create_engine(
         database_url,
         hot_statements=(*ingestion_repository.HOT_STATEMENTS, FLUSH_STATEMENT),
@@ -64,6 +66,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.key_ring = key_ring
     app.state.engine = engine
     app.state.sessionmaker = create_sessionmaker(engine)
     install_problem_handlers(app)

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from voicehooks.api.problems import NotFound, ProblemError
 from voicehooks.config import Settings
 from voicehooks.db.outage import outages
+from voicehooks.encryption import KeyRing
 from voicehooks.tenancy.service import organization_for_key, workspace_in_organization
 
 
@@ -32,7 +33,13 @@ async def _session(request: Request) -> AsyncIterator[AsyncSession]:
         outages.succeeded()
 
 
+async def get_key_ring(request: Request) -> KeyRing:
+    key_ring: KeyRing = request.app.state.key_ring
+    return key_ring
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+KeyRingDep = Annotated[KeyRing, Depends(get_key_ring)]
 SessionDep = Annotated[AsyncSession, Depends(_session, scope="function")]
 
 _access_key_header = APIKeyHeader(

@@ -105,7 +105,10 @@ class Subscription(Base):
     url: Mapped[str]
     # Lower-cased host of `url`: the unit of per-destination concurrency.
     target_host: Mapped[str]
+    # Encrypted (voicehooks.encryption tokens, bound to the row's id), as is each previous key.
     signing_key: Mapped[str]
+    # What responses show of the key: its last 4 characters when it has at least 16, else null.
+    signing_key_hint: Mapped[str | None]
     # Replaced keys that still sign until their overlap ends: [{"key", "expiresAt"}].
     previous_signing_keys: Mapped[list[dict[str, Any]]] = mapped_column(
         JSONB, server_default=text("'[]'::jsonb")

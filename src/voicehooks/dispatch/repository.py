@@ -196,8 +196,9 @@ class ClaimedDelivery:
     call_id: str
     url: str
     target_host: str
-    signing_key: str
-    previous_keys: tuple[str, ...]
+    # As stored: encrypted, bound to the subscription (the worker decrypts them, cached).
+    encrypted_key: str
+    encrypted_previous_keys: tuple[str, ...]
     body: bytes
     event: str
     claim_token: uuid.UUID
@@ -263,8 +264,8 @@ async def claim(
             call_id=row["call_id"],
             url=row["url"],
             target_host=row["target_host"],
-            signing_key=row["signing_key"],
-            previous_keys=_live_keys(row["previous_signing_keys"], now),
+            encrypted_key=row["signing_key"],
+            encrypted_previous_keys=_live_keys(row["previous_signing_keys"], now),
             body=row["body"].encode(),
             event=row["event"],
             claim_token=row["claim_token"],

@@ -27,6 +27,7 @@ from voicehooks.db.notifications import (
 from voicehooks.db.outage import DRIVER_ERRORS, is_outage, outages
 from voicehooks.db.urls import libpq_url
 from voicehooks.dispatch import repository
+from voicehooks.dispatch.keys import UNDECRYPTABLE_ERROR, SigningKeys
 from voicehooks.dispatch.repository import AttemptRecord, ClaimedDelivery
 from voicehooks.dispatch.schedule import next_delay, parse_retry_after
 from voicehooks.dispatch.sender import Outcome, Sender
@@ -63,6 +64,7 @@ class Dispatcher:
         self.settings = settings
         self.database_url = libpq_url(database_url)
         self.sender = Sender(settings)
+        self._keys = SigningKeys(settings.key_ring())
         self._pool: asyncpg.Pool | None = None
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
@@ -311,14 +313,18 @@ class Dispatcher:
     async def _attempt(self, delivery: ClaimedDelivery) -> None:
         """Send one delivery and collect its outcome for the recorder."""
         started_at = datetime.now(UTC)
+        keys = self._keys.of(delivery)
         try:
-            outcome = await self.sender.send(
-                delivery_id=str(delivery.id),
-                url=delivery.url,
-                body=delivery.body,
-                signing_key=delivery.signing_key,
-                previous_keys=delivery.previous_keys,
-            )
+            if keys is None:  # a failed attempt, retried on schedule: a restart with the key heals
+                outcome = Outcome(False, 0, error=UNDECRYPTABLE_ERROR)
+            else:
+                outcome = await self.sender.send(
+                    delivery_id=str(delivery.id),
+                    url=delivery.url,
+                    body=delivery.body,
+                    signing_key=keys[0],
+                    previous_keys=keys[1],
+                )
         except Exception as exc:  # a bug must not strand the delivery: record it as failed
             log.exception("send_crashed", delivery_id=str(delivery.id))
             outcome = Outcome(False, 0, error=f"internal error: {type(exc).__name__}")

@@ -16,7 +16,15 @@ import orjson
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-_SECRET_WORDS = ("authorization", "signing_key", "signingkey", "access_key", "token", "secret")
+_SECRET_WORDS = (
+    "authorization",
+    "signing_key",
+    "signingkey",
+    "access_key",
+    "encryption_key",
+    "token",
+    "secret",
+)
 
 
 @functools.lru_cache(maxsize=1024)

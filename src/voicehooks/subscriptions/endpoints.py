@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 from fastapi.responses import JSONResponse
 
-from voicehooks.api.dependencies import ScopeDep, SessionDep, SettingsDep, parse_id
+from voicehooks.api.dependencies import KeyRingDep, ScopeDep, SessionDep, SettingsDep, parse_id
 from voicehooks.api.pagination import Limit, PageToken, page_response
 from voicehooks.api.problems import CONFLICT_RESPONSES, PROBLEM_RESPONSES
 from voicehooks.subscriptions import service
@@ -37,9 +37,13 @@ router = APIRouter(
     summary="Create a webhook subscription",
 )
 async def create_subscription(
-    body: SubscriptionCreate, scope: ScopeDep, session: SessionDep, settings: SettingsDep
+    body: SubscriptionCreate,
+    scope: ScopeDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    key_ring: KeyRingDep,
 ) -> SubscriptionOut:
-    return await service.create_subscription(session, scope, body, settings)
+    return await service.create_subscription(session, scope, body, settings, key_ring)
 
 
 @router.get("", response_model=SubscriptionPage, summary="List webhook subscriptions")
@@ -80,9 +84,10 @@ async def update_subscription(
     scope: ScopeDep,
     session: SessionDep,
     settings: SettingsDep,
+    key_ring: KeyRingDep,
 ) -> SubscriptionOut:
     return await service.update_subscription(
-        session, scope, parse_id(subscriptionId), body, settings
+        session, scope, parse_id(subscriptionId), body, settings, key_ring
     )
 
 

@@ -91,5 +91,11 @@ class SubscriptionPage(CamelModel):
     next_page_token: str | None = Field(default=None, description="Absent on the last page.")
 
 
-def mask_signing_key(key: str) -> str:
-    return MASK + key[-4:] if len(key) >= 16 else MASK
+def signing_key_hint(key: str) -> str | None:
+    """What responses show of a key, stored beside it in clear: the last 4 characters of a key
+    of at least 16 (no more than the masked form shows), nothing of a shorter one."""
+    return key[-4:] if len(key) >= 16 else None
+
+
+def mask_signing_key(hint: str | None) -> str:
+    return MASK + (hint or "")

@@ -9,10 +9,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from voicehooks.api.dependencies import WorkspaceScope
 from voicehooks.api.pagination import decode_page_token, encode_page_token
-from voicehooks.api.problems import Conflict, InvalidInput, NotFound, invalid_field
+from voicehooks.api.problems import Conflict, InvalidInput, NotFound, ProblemError, invalid_field
 from voicehooks.config import Settings
 from voicehooks.db.models import Subscription
 from voicehooks.deliveries.repository import DeliveryRepository
+from voicehooks.encryption import KeyRing, UndecryptableError
 from voicehooks.subscriptions.filters import FilterSet, parse_filters
 from voicehooks.subscriptions.repository import SubscriptionRepository
 from voicehooks.subscriptions.schemas import (
@@ -22,6 +23,7 @@ from voicehooks.subscriptions.schemas import (
     SubscriptionPage,
     SubscriptionUpdate,
     mask_signing_key,
+    signing_key_hint,
 )
 from voicehooks.subscriptions.target_policy import TargetRefused, check_target_url
 
@@ -29,8 +31,17 @@ MAX_IDENTICAL_SUBSCRIPTIONS = 5
 INACTIVE_ERROR = "subscription inactive"
 
 
-def to_out(subscription: Subscription, *, reveal_key: bool = False) -> SubscriptionOut:
-    key = subscription.signing_key
+class KeyUnavailable(ProblemError):
+    """A stored signing key that the configured encryption keys do not decrypt."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            503, "this subscription's signing key cannot be decrypted (encryption key missing?)"
+        )
+
+
+def to_out(subscription: Subscription, *, revealed_key: str | None = None) -> SubscriptionOut:
+    """The response shape; the key is masked (from its stored hint) unless `revealed_key`."""
     return SubscriptionOut(
         id=subscription.id,
         organization_id=subscription.organization_id,
@@ -40,7 +51,7 @@ def to_out(subscription: Subscription, *, reveal_key: bool = False) -> Subscript
         event_filters=[EventFilter.model_validate(item) for item in subscription.event_filters],
         template=subscription.template,
         url=subscription.url,
-        signing_key=key if reveal_key else mask_signing_key(key),
+        signing_key=revealed_key or mask_signing_key(subscription.signing_key_hint),
         status=subscription.status,  # type: ignore[arg-type]
         status_reason=subscription.status_reason,
         created_at=subscription.created_at,
@@ -89,23 +100,29 @@ def _filters_json(filters: list[EventFilter]) -> list[dict[str, Any]]:
 
 
 async def create_subscription(
-    session: AsyncSession, scope: WorkspaceScope, body: SubscriptionCreate, settings: Settings
+    session: AsyncSession,
+    scope: WorkspaceScope,
+    body: SubscriptionCreate,
+    settings: Settings,
+    key_ring: KeyRing,
 ) -> SubscriptionOut:
     filters = _filter_set(body.event, body.event_filters)
     host = await _target_host(body.url, settings)
     repository = SubscriptionRepository(session)
     await _check_identical_limit(repository, scope.workspace_id, body.event, filters)
-    generated = body.signing_key is None
+    key = body.signing_key or secrets.token_urlsafe(32)
+    subscription_id = uuid.uuid4()
     now = datetime.now(UTC)
     subscription = Subscription(
-        id=uuid.uuid4(),
+        id=subscription_id,
         organization_id=scope.organization_id,
         workspace_id=scope.workspace_id,
         service=body.service,
         event=body.event,
         url=body.url,
         target_host=host,
-        signing_key=body.signing_key or secrets.token_urlsafe(32),
+        signing_key=key_ring.encrypt(key, bound_to=subscription_id),
+        signing_key_hint=signing_key_hint(key),
         previous_signing_keys=[],
         event_filters=_filters_json(body.event_filters),
         channel_id=filters.channel_id,
@@ -116,7 +133,8 @@ async def create_subscription(
         updated_at=now,
     )
     await repository.add(subscription)
-    return to_out(subscription, reveal_key=generated)
+    # Only a generated key is shown, once: the customer has no other way to learn it.
+    return to_out(subscription, revealed_key=key if body.signing_key is None else None)
 
 
 async def _existing(
@@ -156,16 +174,27 @@ async def list_subscriptions(
     return SubscriptionPage(results=[to_out(row) for row in rows], next_page_token=next_token)
 
 
-def _rotated_keys(subscription: Subscription, new_key: str, settings: Settings) -> list[Any]:
+def _decrypt(key_ring: KeyRing, token: str, subscription: Subscription) -> str:
+    try:
+        return key_ring.decrypt(token, bound_to=subscription.id)
+    except UndecryptableError:
+        raise KeyUnavailable() from None
+
+
+def _rotated_keys(
+    subscription: Subscription, new_key: str, settings: Settings, key_ring: KeyRing
+) -> list[Any]:
     """The replaced key keeps signing until its own overlap ends; expired ones are dropped.
 
     A key that becomes current again leaves the list: it signs once, as the current key.
+    Entries stay encrypted as they are; the replaced key moves over still encrypted.
     """
     now = datetime.now(UTC)
     still_valid = [
         entry
         for entry in subscription.previous_signing_keys
-        if datetime.fromisoformat(entry["expiresAt"]) > now and entry["key"] != new_key
+        if datetime.fromisoformat(entry["expiresAt"]) > now
+        and _decrypt(key_ring, entry["key"], subscription) != new_key
     ]
     expires_at = now + timedelta(seconds=settings.key_rotation_overlap)
     if expires_at > now:
@@ -182,6 +211,7 @@ async def update_subscription(
     subscription_id: uuid.UUID,
     body: SubscriptionUpdate,
     settings: Settings,
+    key_ring: KeyRing,
 ) -> SubscriptionOut:
     changed = body.model_fields_set
     if not changed:
@@ -200,6 +230,11 @@ async def update_subscription(
     subscription = await repository.get_for_update(scope.workspace_id, subscription_id)
     if subscription is None:
         raise NotFound("no such subscription")
+    # Before any change: a key that cannot be decrypted refuses the whole PATCH.
+    new_key = body.signing_key
+    current_key = (
+        _decrypt(key_ring, subscription.signing_key, subscription) if new_key is not None else None
+    )
 
     if body.event_filters is not None:
         filters = _filter_set(subscription.event, body.event_filters)
@@ -216,9 +251,12 @@ async def update_subscription(
     if new_host is not None:
         subscription.target_host = new_host
         subscription.url = str(body.url)
-    if body.signing_key is not None and body.signing_key != subscription.signing_key:
-        subscription.previous_signing_keys = _rotated_keys(subscription, body.signing_key, settings)
-        subscription.signing_key = body.signing_key
+    if new_key is not None and new_key != current_key:
+        subscription.previous_signing_keys = _rotated_keys(
+            subscription, new_key, settings, key_ring
+        )
+        subscription.signing_key = key_ring.encrypt(new_key, bound_to=subscription.id)
+        subscription.signing_key_hint = signing_key_hint(new_key)
     if "template" in changed:
         subscription.template = body.template
     if body.status is not None:

@@ -30,14 +30,18 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
         return
+    # Run by the `alembic` command (developers): settings from the environment.
+    from voicehooks.config import Settings
+    from voicehooks.db.migrate import KEY_RING_ATTRIBUTE
+
+    settings = Settings()
+    if settings.encryption_keys is not None:
+        config.attributes.setdefault(KEY_RING_ATTRIBUTE, settings.key_ring())
     url = config.get_main_option("sqlalchemy.url")
     if not url:
-        from voicehooks.config import Settings
-
-        database_url = Settings().database_url
-        if database_url is None:
+        if settings.database_url is None:
             raise SystemExit("set VOICEHOOKS_DATABASE_URL to run migrations")
-        url = database_url.get_secret_value()
+        url = settings.database_url.get_secret_value()
     asyncio.run(_run_async(url))
 
 
