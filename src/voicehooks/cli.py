@@ -17,7 +17,9 @@ import uvloop
 
 from voicehooks.config import Settings
 from voicehooks.db.embedded import embedded_postgres
+from voicehooks.listen import listen
 from voicehooks.observability.logging import configure_logging
+from voicehooks.trigger import trigger
 
 app = typer.Typer(
     help="Webhook subscriptions for voice call life-cycle events.", no_args_is_help=True
@@ -201,3 +203,8 @@ def bootstrap(
 
     with _database(settings) as database_url:
         print(json.dumps(asyncio.run(run(database_url))))
+
+
+# The receiving side's tools (SPEC §5), in modules of their own.
+app.command()(listen)
+app.command()(trigger)
