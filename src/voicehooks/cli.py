@@ -19,7 +19,9 @@ from voicehooks.config import Settings
 from voicehooks.db.embedded import embedded_postgres
 from voicehooks.encryption import EncryptionConfigError
 from voicehooks.encryption_keys import with_encryption_keys
+from voicehooks.listen import listen
 from voicehooks.observability.logging import configure_logging
+from voicehooks.trigger import trigger
 
 app = typer.Typer(
     help="Webhook subscriptions for voice call life-cycle events.", no_args_is_help=True
@@ -240,3 +242,8 @@ def rotate_encryption_key(
         typer.echo(f"voicehooks: {problem}", err=True)
     if report.problems():
         raise typer.Exit(1)
+
+
+# The receiving side's tools (SPEC §5), in modules of their own.
+app.command()(listen)
+app.command()(trigger)

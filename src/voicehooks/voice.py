@@ -33,3 +33,22 @@ EVENTS: tuple[str, ...] = tuple(CALL_STATUSES)
 
 def is_valid_status(event: str, status: str) -> bool:
     return status in CALL_STATUSES.get(event, ())
+
+
+# Whole calls as the voice platform reports them, by how they end (`voicehooks trigger --call`):
+# an inbound call starts, rings and is answered, or is not; an outbound one is first accepted.
+CALL_LIFE_CYCLES: dict[str, dict[str, tuple[str, ...]]] = {
+    "voice.inbound": {
+        "completed": ("starting", "ringing", "ongoing", "completed"),
+        "no-answer": ("starting", "ringing", "no-answer"),
+        "busy": ("starting", "busy"),
+        "failed": ("starting", "failed"),
+    },
+    "voice.outbound": {
+        "completed": ("accepted", "starting", "ringing", "ongoing", "completed"),
+        "no-answer": ("accepted", "starting", "ringing", "no-answer"),
+        "busy": ("accepted", "starting", "busy"),
+        "failed": ("accepted", "starting", "failed"),
+        "cancelled": ("accepted", "starting", "ringing", "cancelled"),
+    },
+}
