@@ -196,7 +196,6 @@ async def test_a_success_recorded_with_a_failure_still_resets_the_clock(client, 
             AttemptRecord(down, "retry", 0.2, now, 5, 500, None, "down"),
         ],
         auto_disable_after=432000,
-        gone_subscriptions=[],
         inactive_error=INACTIVE_ERROR,
     )
 

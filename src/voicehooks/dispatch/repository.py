@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 
 import asyncpg
 
+from voicehooks.dispatch.schedule import Verdict
+
 _CLAIM = """
 WITH candidates AS (
     SELECT d.id, d.next_attempt_at, s.target_host
@@ -207,17 +209,19 @@ class ClaimedDelivery:
 @dataclass(slots=True)
 class AttemptRecord:
     delivery: ClaimedDelivery
-    outcome: str  # "succeeded" | "retry" | "failed"
+    outcome: Verdict
     retry_in: float
     started_at: datetime
     duration_ms: int
     status_code: int | None
     error: str | None
     response_body: str | None
+    # A 410: the subscription is made inactive with the outcome.
+    endpoint_gone: bool = False
 
     @property
     def execution_status(self) -> str:
-        return "succeeded" if self.outcome == "succeeded" else "failed"
+        return "succeeded" if self.outcome == Verdict.SUCCEEDED else "failed"
 
 
 def _live_keys(raw: object, now: datetime) -> tuple[str, ...]:
@@ -279,7 +283,6 @@ async def record_attempts(
     records: Sequence[AttemptRecord],
     *,
     auto_disable_after: float,
-    gone_subscriptions: Sequence[uuid.UUID],
     inactive_error: str,
 ) -> tuple[list[tuple[uuid.UUID, str]], int]:
     """Store a batch of attempt results and their consequences, in one transaction.
@@ -302,10 +305,9 @@ async def record_attempts(
             await connection.execute(_MARK_FAILING, failing)
             rows = await connection.fetch(_DISABLE_LONG_FAILING, failing, auto_disable_after)
             disabled += [(row["id"], "failing") for row in rows]
-        if gone_subscriptions:
-            rows = await connection.fetch(
-                _DISABLE, sorted(set(gone_subscriptions)), "endpoint answered 410"
-            )
+        gone = sorted({r.delivery.subscription_id for r in records if r.endpoint_gone})
+        if gone:
+            rows = await connection.fetch(_DISABLE, gone, "endpoint answered 410")
             disabled += [(row["id"], "gone") for row in rows]
         released = await connection.execute(
             _RECORD_RESULTS,

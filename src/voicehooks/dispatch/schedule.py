@@ -1,9 +1,12 @@
-"""When the next attempt happens: the retry schedule with jitter, bounded by Retry-After."""
+"""What an attempt's answer means, and when the next attempt happens: the retry decision, the
+schedule with jitter, bounded by Retry-After (SPEC §4). Pure functions."""
 
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from enum import StrEnum
 
 JITTER = 0.2
 MAX_RETRY_AFTER = 3600.0
@@ -39,3 +42,39 @@ def next_delay(
     if retry_after is not None:
         return max(scheduled, min(retry_after, MAX_RETRY_AFTER))
     return scheduled
+
+
+class Verdict(StrEnum):
+    SUCCEEDED = "succeeded"
+    RETRY = "retry"  # pending, due again after `Decision.retry_in`
+    FAILED = "failed"  # final
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    verdict: Verdict
+    retry_in: float = 0.0
+    # A 410: the delivery fails at once and its subscription becomes inactive.
+    endpoint_gone: bool = False
+
+
+def decide(
+    *,
+    succeeded: bool,
+    status_code: int | None,
+    retry_after: str | None,
+    attempts_made: int,
+    attempts_allowed: int,
+    delays: Sequence[float],
+    rng: random.Random | None = None,
+) -> Decision:
+    """The verdict on an attempt, `attempts_made` counting it; `attempts_allowed` is the cap."""
+    if succeeded:
+        return Decision(Verdict.SUCCEEDED)
+    if status_code == 410:
+        return Decision(Verdict.FAILED, endpoint_gone=True)
+    if attempts_made >= attempts_allowed:
+        return Decision(Verdict.FAILED)
+    waited = parse_retry_after(retry_after) if status_code in (429, 503) else None
+    delay = next_delay(delays, attempts_made, retry_after=waited, rng=rng)
+    return Decision(Verdict.FAILED) if delay is None else Decision(Verdict.RETRY, delay)

@@ -29,7 +29,7 @@ from voicehooks.db.urls import libpq_url
 from voicehooks.dispatch import repository
 from voicehooks.dispatch.keys import UNDECRYPTABLE_ERROR, SigningKeys
 from voicehooks.dispatch.repository import AttemptRecord, ClaimedDelivery
-from voicehooks.dispatch.schedule import next_delay, parse_retry_after
+from voicehooks.dispatch.schedule import Verdict, decide
 from voicehooks.dispatch.sender import Outcome, Sender
 from voicehooks.observability.metrics import (
     ATTEMPTS,
@@ -38,7 +38,7 @@ from voicehooks.observability.metrics import (
     SUBSCRIPTIONS_AUTO_DISABLED,
     counters,
 )
-from voicehooks.subscriptions.service import INACTIVE_ERROR
+from voicehooks.states import INACTIVE_ERROR
 
 log = structlog.get_logger("voicehooks.dispatch")
 
@@ -70,7 +70,7 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._short_of_room = False
         self._results_ready = asyncio.Event()
-        self._results: list[tuple[AttemptRecord, bool]] = []
+        self._results: list[AttemptRecord] = []
         # Claimed and not finished, per destination host (waiting or being sent).
         self._held: Counter[str] = Counter()
         # Claimed and waiting for a sender, per destination host.
@@ -341,36 +341,30 @@ class Dispatcher:
             error=outcome.error,
             duration_ms=outcome.duration_ms,
         )
-        self._results.append((record, outcome.status_code == 410))
+        self._results.append(record)
         self._results_ready.set()
 
     def _decide(
         self, delivery: ClaimedDelivery, outcome: Outcome, started_at: datetime
     ) -> AttemptRecord:
-        made = delivery.attempts_made + 1
-        allowed = delivery.attempts_allowed or self.settings.max_attempts
-        delay: float | None = None
-        if outcome.succeeded:
-            verdict = "succeeded"
-        elif outcome.status_code == 410 or made >= allowed:
-            verdict = "failed"
-        else:
-            retry_after = (
-                parse_retry_after(outcome.retry_after)
-                if outcome.status_code in (429, 503)
-                else None
-            )
-            delay = next_delay(self.settings.retry_delays, made, retry_after=retry_after)
-            verdict = "failed" if delay is None else "retry"
+        decision = decide(
+            succeeded=outcome.succeeded,
+            status_code=outcome.status_code,
+            retry_after=outcome.retry_after,
+            attempts_made=delivery.attempts_made + 1,
+            attempts_allowed=delivery.attempts_allowed or self.settings.max_attempts,
+            delays=self.settings.retry_delays,
+        )
         return AttemptRecord(
             delivery=delivery,
-            outcome=verdict,
-            retry_in=delay or 0.0,
+            outcome=decision.verdict,
+            retry_in=decision.retry_in,
             started_at=started_at,
             duration_ms=outcome.duration_ms,
             status_code=outcome.status_code,
             error=outcome.error,
             response_body=outcome.response_body,
+            endpoint_gone=decision.endpoint_gone,
         )
 
     # -- recording --------------------------------------------------------------------------
@@ -390,11 +384,8 @@ class Dispatcher:
                 async with self._pool.acquire() as connection:
                     disabled, released = await repository.record_attempts(
                         connection,
-                        [record for record, _ in batch],
+                        batch,
                         auto_disable_after=self.settings.auto_disable_after,
-                        gone_subscriptions=[
-                            r.delivery.subscription_id for r, gone in batch if gone
-                        ],
                         inactive_error=INACTIVE_ERROR,
                     )
                     for subscription_id, _ in disabled:
@@ -428,13 +419,11 @@ class Dispatcher:
             self._database_fault("release", exc)
 
     @staticmethod
-    def _count(
-        batch: list[tuple[AttemptRecord, bool]], disabled: list[tuple[uuid.UUID, str]]
-    ) -> None:
-        for record, _ in batch:
+    def _count(batch: list[AttemptRecord], disabled: list[tuple[uuid.UUID, str]]) -> None:
+        for record in batch:
             counters.increment(ATTEMPTS, outcome=record.execution_status)
             counters.observe_duration(record.duration_ms / 1000)
-            if record.outcome != "retry":
+            if record.outcome != Verdict.RETRY:
                 counters.increment(DELIVERIES_FINISHED, state=record.outcome)
         for subscription_id, reason in disabled:
             counters.increment(SUBSCRIPTIONS_AUTO_DISABLED, reason=reason)

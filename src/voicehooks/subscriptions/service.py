@@ -14,6 +14,7 @@ from voicehooks.config import Settings
 from voicehooks.db.models import Subscription
 from voicehooks.deliveries.repository import DeliveryRepository
 from voicehooks.encryption import KeyRing, UndecryptableError
+from voicehooks.states import INACTIVE_ERROR
 from voicehooks.subscriptions.filters import FilterSet, parse_filters
 from voicehooks.subscriptions.repository import SubscriptionRepository
 from voicehooks.subscriptions.schemas import (
@@ -28,7 +29,6 @@ from voicehooks.subscriptions.schemas import (
 from voicehooks.subscriptions.target_policy import TargetRefused, check_target_url
 
 MAX_IDENTICAL_SUBSCRIPTIONS = 5
-INACTIVE_ERROR = "subscription inactive"
 
 
 class KeyUnavailable(ProblemError):
