@@ -7,15 +7,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from voicehooks.net.addresses import is_blocked_address, parse_ip_host, resolve_host
 from voicehooks.subscriptions.filters import FilterSet, parse_filters
-from voicehooks.subscriptions.target_policy import (
-    TargetRefused,
-    check_target_url,
-    is_blocked_address,
-    parse_ip_host,
-    resolve_host,
-    split_target,
-)
+from voicehooks.subscriptions.target_policy import TargetRefused, check_target_url, split_target
 from voicehooks.voice import CALL_STATUSES
 
 PROPERTIES = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -20,7 +20,7 @@ from yarl import URL
 import voicehooks
 from voicehooks.config import IPNetwork, Settings
 from voicehooks.dispatch.signing import signature_headers
-from voicehooks.subscriptions.target_policy import is_blocked_address, parse_ip_host
+from voicehooks.net.addresses import is_blocked_address, parse_ip_host
 
 RESPONSE_EXCERPT_BYTES = 2048
 

@@ -1,0 +1,1 @@
+"""Network rules shared by the domains: which addresses deliveries may reach."""
