@@ -52,3 +52,25 @@ async def post_form(
     client: httpx.AsyncClient, path: str, fields: dict[str, Any], **headers: str
 ) -> httpx.Response:
     return await client.post(path, data=fields, headers={**same_origin(client), **headers})
+
+
+# -- a real service and a real browser ----------------------------------------------------------
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def chromium_path() -> str:
+    """Debian's Chromium (Playwright's own browser download cannot work on these machines)."""
+    import shutil
+
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert found, "install Chromium: apt-get install -y chromium (.ci/run does)"
+    return found

@@ -60,6 +60,8 @@ def pretty_json(raw: str) -> str:
 
 templates.globals["local_time"] = local_time
 templates.filters["pretty_json"] = pretty_json
+# A global, so that imported macros (which see no page context) name the field too.
+templates.globals["csrf_field"] = CSRF_FIELD
 
 
 def content_security_policy(settings: Settings) -> str:
@@ -87,9 +89,7 @@ def render(
     status_code: int = 200,
     **context: Any,
 ) -> HTMLResponse:
-    page = templates.get_template(template).render(
-        request=request, scope=scope, csrf_field=CSRF_FIELD, **context
-    )
+    page = templates.get_template(template).render(request=request, scope=scope, **context)
     return HTMLResponse(page, status_code=status_code)
 
 
