@@ -489,3 +489,47 @@ async def test_every_page_for_the_screenshots_and_no_secret_in_the_logs(
     assert token not in text and cookie not in text
     entered = [line for line in lines if line.get("path") == "/portal/enter"]
     assert entered and all("token" not in json.dumps(line) for line in entered)
+
+
+async def test_the_overview_charts_a_day_of_deliveries(
+    service, page, tenant, receiver, db, screenshots
+):
+    receiver.reply(Reply(500, body="maintenance"), path="/down")
+    for path in ("/up", "/down"):
+        created = await service.http.post(
+            tenant.subscriptions,
+            json={"service": "channels", "event": "voice.inbound", "url": receiver.url + path},
+            headers=tenant.headers,
+        )
+        assert created.status_code == 201
+    for hour in range(24):
+        for call in range(1 + hour % 4):
+            await service.ingest(tenant, call_id=f"call-{hour}-{call}")
+    events = sum(1 + hour % 4 for hour in range(24))
+
+    async def settled() -> bool:
+        finished = await db.fetchval("SELECT count(*) FROM deliveries WHERE state <> 'pending'")
+        return finished == 2 * events
+
+    await wait_until(settled, timeout=60, interval=0.2)
+    # A day passes: each call's deliveries and attempts move into the hour its id names.
+    for table, column in (("deliveries", "id"), ("attempts", "delivery_id")):
+        await db.execute(
+            f"""UPDATE {table} t SET created_at =
+                    date_trunc('hour', now()) - make_interval(hours => 23 - h.hour, secs => -1)
+                FROM (SELECT d.id, split_part(d.call_id, '-', 2)::int AS hour
+                      FROM deliveries d) AS h
+                WHERE t.{column} = h.id"""
+        )
+
+    await open_portal(page, service, tenant)
+    await expect(page.locator("#stat-deliveries")).to_have_text(str(2 * events))
+    bars = page.locator("#deliveries-chart rect")
+    await expect(page.locator("#deliveries-chart rect.bar-succeeded")).to_have_count(24)
+    await expect(page.locator("#deliveries-chart rect.bar-failed")).to_have_count(24)
+    assert await bars.count() == 48
+    await expect(page.locator("#latency-chart circle.dot-p95")).to_have_count(24)
+    failing = page.get_by_role("heading", name="Subscriptions that are failing").locator("..")
+    await expect(failing).to_contain_text(receiver.url + "/down")
+    await expect(failing).not_to_contain_text(receiver.url + "/up")
+    await shoot(page, screenshots, "overview-day")

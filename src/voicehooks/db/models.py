@@ -216,7 +216,16 @@ class Delivery(Base):
 
 class Attempt(Base):
     __tablename__ = "attempts"
-    __table_args__ = (Index("ix_attempts_logs", "subscription_id", "created_at", "id"),)
+    __table_args__ = (
+        Index("ix_attempts_logs", "subscription_id", "created_at", "id"),
+        # The portal overview's latency percentiles (migration 0003).
+        Index(
+            "ix_attempts_portal_latency",
+            "subscription_id",
+            "created_at",
+            postgresql_include=["duration_ms"],
+        ),
+    )
 
     id: Mapped[uuid.UUID] = _uuid_pk()
     delivery_id: Mapped[uuid.UUID] = mapped_column(

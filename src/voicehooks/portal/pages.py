@@ -167,9 +167,13 @@ async def sign_out(request: Request, scope: ScopeDep, session: SessionDep) -> Re
 
 @router.get("/")
 async def overview(request: Request, scope: ScopeDep, session: SessionDep) -> Response:
-    data = await PortalRepository(session).overview(
-        scope.workspace_id, scope.subscription_id, datetime.now(UTC)
-    )
+    async with request.app.state.sessionmaker() as other:
+        data = await PortalRepository(session).overview(
+            scope.workspace_id,
+            scope.subscription_id,
+            datetime.now(UTC),
+            latency_from=PortalRepository(other),
+        )
     finished = data.totals["succeeded"] + data.totals["failed"]
     return render(
         request,

@@ -11,7 +11,8 @@ The indexes serve the portal's keyset pages (src/voicehooks/portal/repository.py
 - deliveries of a subscription newest first, by time range, with their state for the
   overview's counts without a visit to the table;
 - failed deliveries of a subscription (also the recover statement's rows);
-- events of a workspace by call id (the delivery search).
+- events of a workspace by call id (the delivery search);
+- attempt durations of a subscription by time (the overview's latency percentiles).
 """
 
 from collections.abc import Sequence
@@ -92,9 +93,17 @@ def upgrade() -> None:
         postgresql_where=sa.text("state = 'failed'"),
     )
     op.create_index("ix_events_portal_call", "events", ["workspace_id", "call_id"], unique=False)
+    op.create_index(
+        "ix_attempts_portal_latency",
+        "attempts",
+        ["subscription_id", "created_at"],
+        unique=False,
+        postgresql_include=["duration_ms"],
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_attempts_portal_latency", table_name="attempts")
     op.drop_index("ix_events_portal_call", table_name="events")
     op.drop_index("ix_deliveries_portal_failed", table_name="deliveries")
     op.drop_index("ix_deliveries_portal_recent", table_name="deliveries")
