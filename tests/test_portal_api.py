@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from tests.operations_helpers import ingest
 from tests.portal_helpers import (
     portal_link,
     portal_sessions_path,
@@ -12,7 +13,7 @@ from tests.portal_helpers import (
     signed_in,
 )
 from tests.subscriptions_helpers import assert_problem
-from tests.support import create_subscription
+from tests.support import call_event, create_subscription
 
 CSP_START = "default-src 'self'; script-src 'self'; style-src 'self'"
 
@@ -163,9 +164,11 @@ async def test_a_read_only_session_changes_nothing(client, tenant, db):
     assert [row["status"] for row in rows] == ["active"]
 
 
-async def test_a_session_sees_only_its_workspace(client, tenant, other_tenant):
+async def test_a_session_sees_only_its_workspace(client, tenant, other_tenant, db):
     mine = await create_subscription(client, tenant, url="https://example.com/mine")
     theirs = await create_subscription(client, other_tenant, url="https://example.com/theirs")
+    await ingest(client, call_event(other_tenant.workspace_id, call_id="their-call"))
+    their_delivery = await db.fetchval("SELECT id FROM deliveries")
     csrf = await signed_in(client, tenant)
     listing = await client.get("/portal/subscriptions")
     assert "example.com/mine" in listing.text and "example.com/theirs" not in listing.text
@@ -174,9 +177,17 @@ async def test_a_session_sees_only_its_workspace(client, tenant, other_tenant):
         f"/portal/subscriptions/{theirs['id']}/verify",
         f"/portal/deliveries?subscription={theirs['id']}",
         f"/portal/deliveries/{uuid.uuid4()}",
+        f"/portal/deliveries/{their_delivery}",
+        f"/portal/deliveries/{their_delivery}/attempts",
         "/portal/subscriptions/not-a-uuid",
     ):
         assert (await client.get(path)).status_code == 404, path
+    search = await client.get("/portal/deliveries?q=their-call")
+    assert search.status_code == 200 and "No deliveries match" in search.text
+    retried = await post_form(
+        client, f"/portal/deliveries/{their_delivery}/retry", {"csrf_token": csrf}
+    )
+    assert retried.status_code == 404
     posted = await post_form(
         client,
         f"/portal/subscriptions/{theirs['id']}/status",
@@ -210,3 +221,18 @@ async def test_bad_filters_are_a_clear_4xx(client, tenant):
         answer = await client.get(f"/portal/deliveries?{query}")
         assert 400 <= answer.status_code < 500, (query, answer.status_code)
     assert (await client.get("/portal/subscriptions?page=garbage")).status_code == 422
+
+
+@pytest.mark.parametrize("settings_overrides", [{"public_url": "https://hooks.example.com/"}])
+async def test_an_https_public_url_makes_the_cookie_secure(client, tenant, settings_overrides):
+    response = await client.post(portal_sessions_path(tenant), headers=tenant.headers)
+    url = response.json()["url"]
+    assert url.startswith("https://hooks.example.com/portal/enter?token=")
+    entered = await client.get("/portal/enter?" + url.split("?", 1)[1])
+    assert entered.status_code == 303
+    assert "secure" in entered.headers["set-cookie"].lower()
+
+
+async def test_portal_without_a_slash_leads_to_the_overview(client):
+    answer = await client.get("/portal")
+    assert answer.status_code == 303 and answer.headers["location"] == "/portal/"

@@ -14,7 +14,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
 
+import voicehooks
 from voicehooks.api.dependencies import SessionDep, parse_id
 from voicehooks.api.problems import Conflict, InvalidInput
 from voicehooks.deliveries import service as deliveries
@@ -22,7 +24,10 @@ from voicehooks.portal import charts, sessions
 from voicehooks.portal.catalog import EVENT_CATALOG
 from voicehooks.portal.forms import ALL_STATUSES, SubscriptionForm, filters_in_words
 from voicehooks.portal.repository import (
+    BACKLOG_COUNT_CAP,
     STATES,
+    AttemptRow,
+    DeliveryDetail,
     DeliveryFilter,
     PortalRepository,
     decode_cursor,
@@ -79,7 +84,7 @@ def _not_found() -> PortalError:
     return PortalError(404, "Not found", "There is nothing here, or it is not yours to see.")
 
 
-async def _subscription(session: Any, scope: PortalScope, raw_id: str) -> SubscriptionOut:
+async def _subscription(session: AsyncSession, scope: PortalScope, raw_id: str) -> SubscriptionOut:
     subscription_id = parse_id(raw_id)
     if not scope.sees(subscription_id):
         raise _not_found()
@@ -184,7 +189,7 @@ async def overview(request: Request, scope: ScopeDep, session: SessionDep) -> Re
         success_rate=(data.totals["succeeded"] / finished) if finished else None,
         deliveries_chart=charts.deliveries_chart(data.hours),
         latency_chart=charts.latency_chart(data.hours),
-        backlog_cap=10_000,
+        backlog_cap=BACKLOG_COUNT_CAP,
     )
 
 
@@ -290,7 +295,7 @@ async def subscription_page(
 async def _subscription_page(
     request: Request,
     scope: PortalScope,
-    session: Any,
+    session: AsyncSession,
     subscription: SubscriptionOut,
     *,
     errors: dict[str, list[str]] | None = None,
@@ -582,17 +587,15 @@ async def delivery_list(request: Request, scope: ScopeDep, session: SessionDep) 
     )
 
 
-async def _delivery(session: Any, scope: PortalScope, raw_id: str) -> Any:
+async def _delivery(session: AsyncSession, scope: PortalScope, raw_id: str) -> DeliveryDetail:
     found = await PortalRepository(session).delivery(scope.workspace_id, parse_id(raw_id))
     if found is None or not scope.sees(found.delivery.subscription_id):
         raise _not_found()
     return found
 
 
-def _request_headers(detail: Any, attempt: Any) -> list[tuple[str, str]]:
-    """The headers an attempt was sent with; the signatures themselves are not stored."""
-    import voicehooks
-
+def _request_headers(detail: DeliveryDetail, attempt: AttemptRow) -> list[tuple[str, str]]:
+    """The headers an attempt was sent with (SPEC §4); the signatures are not stored."""
     stamp = str(int(attempt.created_at.timestamp()))
     delivery_id = str(detail.delivery.id)
     return [
@@ -607,7 +610,7 @@ def _request_headers(detail: Any, attempt: Any) -> list[tuple[str, str]]:
     ]
 
 
-async def _attempts_context(session: Any, detail: Any) -> dict[str, Any]:
+async def _attempts_context(session: AsyncSession, detail: DeliveryDetail) -> dict[str, Any]:
     attempts = await PortalRepository(session).attempts(detail.delivery.id)
     return {
         "detail": detail,
