@@ -104,8 +104,21 @@ async def context(browser: Browser, service: Service) -> AsyncIterator[BrowserCo
 
 
 @pytest.fixture
-async def page(context: BrowserContext) -> Page:
-    return await context.new_page()
+async def page(context: BrowserContext) -> AsyncIterator[Page]:
+    """A tab; after the test, no script error and nothing the CSP refused (inline code)."""
+    opened = await context.new_page()
+    problems: list[str] = []
+    opened.on("pageerror", lambda error: problems.append(f"script error: {error}"))
+    opened.on(
+        "console",
+        lambda message: (
+            problems.append(message.text)
+            if message.type == "error" and "Content Security Policy" in message.text
+            else None
+        ),
+    )
+    yield opened
+    assert problems == []
 
 
 @pytest.fixture
@@ -376,11 +389,12 @@ async def test_rotate_key_test_event_and_the_verifying_code(
     assert scope["verify_bird"](received.body, received.headers) is True  # type: ignore[operator]
 
 
-async def test_enable_disable_and_delete(service, page, tenant, receiver, db):
+async def test_enable_disable_and_delete(service, page, tenant, receiver, db, screenshots):
     await open_portal(page, service, tenant)
     await create_through_form(page, url=f"{receiver.url}/d", key="a-key-for-deleting")
     await page.get_by_role("button", name="Disable").click()
     await expect(page.get_by_text("The subscription is inactive")).to_be_visible()
+    await shoot(page, screenshots, "subscription")
     await expect(page.get_by_role("button", name="Send test event")).to_be_disabled()
     await page.get_by_role("button", name="Enable").click()
     await expect(page.get_by_text("The subscription is active again.")).to_be_visible()
