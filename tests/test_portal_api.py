@@ -10,6 +10,7 @@ from tests.portal_helpers import (
     portal_link,
     portal_sessions_path,
     post_form,
+    same_origin,
     signed_in,
 )
 from tests.subscriptions_helpers import assert_problem
@@ -236,3 +237,47 @@ async def test_an_https_public_url_makes_the_cookie_secure(client, tenant, setti
 async def test_portal_without_a_slash_leads_to_the_overview(client):
     answer = await client.get("/portal")
     assert answer.status_code == 303 and answer.headers["location"] == "/portal/"
+
+
+NASTY = [
+    "",
+    "\x00",
+    "💥" * 300,
+    "x" * 70_000,
+    "'; DROP TABLE deliveries; --",
+    "-1",
+    "9" * 40,
+]
+
+
+async def test_no_input_makes_a_page_fail_with_a_5xx(client, tenant):
+    subscription = await create_subscription(client, tenant, url="https://example.com/n")
+    csrf = await signed_in(client, tenant)
+    base = f"/portal/subscriptions/{subscription['id']}"
+    forms = {
+        "/portal/subscriptions": ("event", "url", "signing_key", "channel_id", "statuses"),
+        f"{base}/edit": ("url", "channel_id", "statuses"),
+        f"{base}/status": ("status",),
+        f"{base}/rotate-key": ("signing_key",),
+        f"{base}/recover": ("since", "since_offset"),
+    }
+    for path, names in forms.items():
+        for value in NASTY:
+            fields = {name: value for name in names}
+            answer = await post_form(client, path, {**fields, "csrf_token": csrf})
+            assert answer.status_code < 500, (path, value[:20], answer.text[:300])
+    # Bytes that are not UTF-8, as a client may send them.
+    raw = f"url=%ff%fe&statuses=%c3&csrf_token={csrf}".encode()
+    answer = await client.post(
+        "/portal/subscriptions",
+        content=raw,
+        headers={**same_origin(client), "content-type": "application/x-www-form-urlencoded"},
+    )
+    assert answer.status_code < 500, answer.text[:300]
+    assert (await client.get("/portal/deliveries?q=%ff%fe")).status_code < 500
+    for value in (value for value in NASTY if len(value) < 4000):  # URLs stay short
+        for name in ("q", "state", "since", "until", "since_offset", "after", "subscription"):
+            answer = await client.get("/portal/deliveries", params={name: value})
+            assert answer.status_code < 500, (name, value[:20])
+        answer = await client.get("/portal/subscriptions", params={"page": value})
+        assert answer.status_code < 500, value[:20]
