@@ -247,3 +247,25 @@ def rotate_encryption_key(
 # The receiving side's tools (SPEC §5), in modules of their own.
 app.command()(listen)
 app.command()(trigger)
+
+
+@app.command("portal-link")
+def portal_link(
+    organization: Annotated[str, typer.Option(help="Organization name.")] = "default",
+    workspace: Annotated[str, typer.Option(help="Workspace name.")] = "default",
+    subscription: Annotated[
+        str | None, typer.Option(help="Only this subscription (its id) is seen.")
+    ] = None,
+    expires_in: Annotated[
+        int, typer.Option(min=60, max=86400, help="Seconds until the link and its session end.")
+    ] = 3600,
+    read_only: Annotated[bool, typer.Option(help="The session can look but not change.")] = False,
+) -> None:
+    """Print a one-time link into the customer portal (VOICEHOOKS_PUBLIC_URL is its base)."""
+    from voicehooks.portal.cli import print_portal_link
+
+    settings = _settings()
+    with _database(settings) as database_url:
+        print_portal_link(
+            settings, database_url, organization, workspace, subscription, expires_in, read_only
+        )

@@ -3,6 +3,7 @@
 import ipaddress
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -39,6 +40,9 @@ class Settings(BaseSettings):
     retention_days: float = Field(default=30, gt=0)
     # Parsed by key_ring(), not here: a validation error would echo the value.
     encryption_keys: SecretStr | None = None
+    # The customer portal (SPEC §6): base of the links handed out, and who may frame its pages.
+    public_url: str = "http://127.0.0.1:8000"
+    portal_frame_ancestors: str = "'none'"
 
     # Dispatcher tuning: not in the spec's table, defaults fit a small machine.
     worker_processes: int = Field(default=1, ge=1, le=64)
@@ -68,6 +72,22 @@ class Settings(BaseSettings):
         if any(delay < 0 for delay in value):
             raise ValueError("retry delays must not be negative")
         return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _absolute_http_url(cls, value: str) -> str:
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
+            raise ValueError("must be an absolute http(s) URL without a query")
+        return value.strip().rstrip("/")
+
+    @field_validator("portal_frame_ancestors")
+    @classmethod
+    def _one_csp_directive(cls, value: str) -> str:
+        # Goes into the Content-Security-Policy header: no way out of its one directive.
+        if not value.strip() or any(c in value for c in ";,\r\n"):
+            raise ValueError("sources separated by spaces, without ';' or ','")
+        return value.strip()
 
     @property
     def max_attempts(self) -> int:

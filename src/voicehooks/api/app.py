@@ -22,6 +22,7 @@ from voicehooks.ingestion import repository as ingestion_repository
 from voicehooks.ingestion.endpoints import router as ingestion_router
 from voicehooks.observability.logging import RequestLogMiddleware
 from voicehooks.observability.metrics import FLUSH_STATEMENT, counters, render_metrics
+from voicehooks.portal.endpoints import router as portal_router
 from voicehooks.subscriptions.endpoints import router as subscriptions_router
 
 log = structlog.get_logger("voicehooks.api")
@@ -76,6 +77,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     app.include_router(subscriptions_router)
     app.include_router(deliveries_router)
     app.include_router(ingestion_router)
+    app.include_router(portal_router)
 
     @app.get(
         "/metrics",

@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     Double,
     ForeignKey,
@@ -129,7 +130,11 @@ class Subscription(Base):
 
 class Event(Base):
     __tablename__ = "events"
-    __table_args__ = (UniqueConstraint("workspace_id", "client_id"),)
+    __table_args__ = (
+        UniqueConstraint("workspace_id", "client_id"),
+        # The portal's delivery search by call id (migration 0003).
+        Index("ix_events_portal_call", "workspace_id", "call_id"),
+    )
 
     id: Mapped[uuid.UUID] = _uuid_pk()
     workspace_id: Mapped[uuid.UUID]
@@ -164,6 +169,21 @@ class Delivery(Base):
             postgresql_where=text("state = 'pending' AND next_attempt_at IS NULL"),
         ),
         Index("ix_deliveries_listing", "subscription_id", "seq"),
+        # The portal's pages (migration 0003): newest first and by time, with the state.
+        Index(
+            "ix_deliveries_portal_recent",
+            "subscription_id",
+            "created_at",
+            "seq",
+            postgresql_include=["state"],
+        ),
+        Index(
+            "ix_deliveries_portal_failed",
+            "subscription_id",
+            "created_at",
+            "seq",
+            postgresql_where=text("state = 'failed'"),
+        ),
         # Room on each page so that a claim (which changes no indexed column) is a HOT update.
         {"postgresql_with": {"fillfactor": "70"}},
     )
@@ -199,7 +219,16 @@ class Delivery(Base):
 
 class Attempt(Base):
     __tablename__ = "attempts"
-    __table_args__ = (Index("ix_attempts_logs", "subscription_id", "created_at", "id"),)
+    __table_args__ = (
+        Index("ix_attempts_logs", "subscription_id", "created_at", "id"),
+        # The portal overview's latency percentiles (migration 0003).
+        Index(
+            "ix_attempts_portal_latency",
+            "subscription_id",
+            "created_at",
+            postgresql_include=["duration_ms"],
+        ),
+    )
 
     id: Mapped[uuid.UUID] = _uuid_pk()
     delivery_id: Mapped[uuid.UUID] = mapped_column(
@@ -214,6 +243,34 @@ class Attempt(Base):
     response_status_code: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None]
     response_body: Mapped[str | None]
+    created_at: Mapped[datetime] = _created_at()
+
+
+class PortalSession(Base):
+    """A customer portal session (SPEC §6): a one-time link, then a browser cookie.
+
+    Only SHA-256 digests of the link's token and of the cookie are kept (both carry 256
+    random bits). The link works once: exchanging it sets `entered_at` and the cookie's digest.
+    """
+
+    __tablename__ = "portal_sessions"
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    link_hash: Mapped[bytes] = mapped_column(LargeBinary, unique=True)
+    cookie_hash: Mapped[bytes | None] = mapped_column(LargeBinary, unique=True)
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE")
+    )
+    workspace_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("workspaces.id", ondelete="CASCADE"), index=True
+    )
+    # Set when the link names one subscription: the session sees that one only.
+    subscription_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("subscriptions.id", ondelete="CASCADE"), index=True
+    )
+    read_only: Mapped[bool] = mapped_column(Boolean)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    entered_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = _created_at()
 
 

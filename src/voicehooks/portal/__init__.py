@@ -1,0 +1,1 @@
+"""The customer portal (SPEC §6): session links, pages, templates, static files."""

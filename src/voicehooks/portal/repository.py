@@ -1,0 +1,412 @@
+"""The portal's own queries: overview aggregates, delivery search, a delivery with its attempts.
+
+Everything the portal changes, and every list the API already has, goes through the domain
+services; this module holds only the reads that no API needs. Each one reaches rows through
+an index (migration 0003): per subscription of the workspace, newest first, bounded by a
+keyset cursor and a LIMIT, so a page costs the same at any number of deliveries. These are
+the statements to move when the queue's tables change.
+"""
+
+import asyncio
+import base64
+import binascii
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
+from sqlalchemy.ext.asyncio import AsyncSession
+
+# A delivery list's position: (created_at, seq) of the last row shown.
+DeliveryCursor = tuple[datetime, int]
+
+STATES = ("pending", "succeeded", "failed")
+# Counted exactly up to this many; beyond, the overview says "more than".
+BACKLOG_COUNT_CAP = 10_000
+FAILING_SHOWN = 20
+
+
+def encode_cursor(cursor: DeliveryCursor) -> str:
+    raw = json.dumps([cursor[0].isoformat(), cursor[1]]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(token: str) -> DeliveryCursor:
+    """Raises ValueError for anything that is not a cursor of a delivery list."""
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        created_at, seq = json.loads(raw)
+        at = datetime.fromisoformat(created_at)
+    except (TypeError, binascii.Error, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError("not a page of this list") from exc
+    if at.tzinfo is None or not isinstance(seq, int) or isinstance(seq, bool):
+        raise ValueError("not a page of this list")
+    return at.astimezone(UTC), seq
+
+
+@dataclass(frozen=True)
+class DeliveryFilter:
+    subscription_id: uuid.UUID | None = None
+    state: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    search: str | None = None
+
+
+@dataclass(frozen=True)
+class DeliveryRow:
+    id: uuid.UUID
+    subscription_id: uuid.UUID
+    subscription_url: str
+    event_id: uuid.UUID
+    event: str
+    call_id: str
+    state: str
+    attempts: int
+    next_attempt_at: datetime | None
+    last_error: str | None
+    created_at: datetime
+    seq: int
+
+    @property
+    def cursor(self) -> DeliveryCursor:
+        return self.created_at, self.seq
+
+
+@dataclass(frozen=True)
+class DeliveryDetail:
+    delivery: DeliveryRow
+    event_client_id: str | None
+    event_occurred_at: datetime | None
+    body: str
+
+
+@dataclass(frozen=True)
+class AttemptRow:
+    id: uuid.UUID
+    attempt: int
+    execution_status: str
+    created_at: datetime
+    duration_ms: int
+    response_status_code: int | None
+    error: str | None
+    response_body: str | None
+
+
+@dataclass(frozen=True)
+class HourCounts:
+    hour: datetime
+    counts: dict[str, int]
+    p50_ms: float | None
+    p95_ms: float | None
+
+
+@dataclass(frozen=True)
+class FailingSubscription:
+    id: uuid.UUID
+    url: str
+    event: str
+    status: str
+    status_reason: str | None
+    failing_since: datetime | None
+
+
+@dataclass(frozen=True)
+class Overview:
+    hours: list[HourCounts]
+    totals: dict[str, int]
+    backlog: int
+    failing: list[FailingSubscription]
+
+    @property
+    def delivered(self) -> int:
+        return sum(self.totals.values())
+
+
+_ARRAY_OF_UUIDS = ARRAY(UUID(as_uuid=True))
+_ROW_COLUMNS = """d.id, d.subscription_id, s.url AS subscription_url, d.event_id, s.event,
+    d.call_id, d.state, d.attempts, d.next_attempt_at, d.last_error, d.created_at, d.seq"""
+
+# The literal state lets the planner use the partial index of failed deliveries.
+_STATE_CONDITIONS = {state: f"AND d.state = '{state}'" for state in STATES}
+
+
+def _row(mapping: Any) -> DeliveryRow:
+    return DeliveryRow(**{field: mapping[field] for field in DeliveryRow.__dataclass_fields__})
+
+
+def _range_conditions(
+    where: DeliveryFilter, cursor: DeliveryCursor | None, params: dict[str, Any]
+) -> str:
+    conditions = _STATE_CONDITIONS.get(where.state or "", "")
+    if where.since is not None:
+        conditions += " AND d.created_at >= :since"
+        params["since"] = where.since
+    if where.until is not None:
+        conditions += " AND d.created_at < :until"
+        params["until"] = where.until
+    if cursor is not None:
+        conditions += " AND (d.created_at, d.seq) < (:cursor_at, :cursor_seq)"
+        params["cursor_at"], params["cursor_seq"] = cursor
+    return conditions
+
+
+class PortalRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def deliveries_page(
+        self,
+        workspace_id: uuid.UUID,
+        where: DeliveryFilter,
+        *,
+        cursor: DeliveryCursor | None,
+        limit: int,
+    ) -> list[DeliveryRow]:
+        """Deliveries of the workspace, newest first, after `cursor`.
+
+        Without a search: the newest `limit` of each subscription (ix_deliveries_portal_recent
+        or, for failed ones, ix_deliveries_portal_failed), merged. A search names a call id, a
+        client event id, or an event or delivery UUID: the events found by
+        ix_events_portal_call, the unique client id or the primary key.
+        """
+        params: dict[str, Any] = {"workspace_id": workspace_id, "limit": limit}
+        conditions = _range_conditions(where, cursor, params)
+        subscription = ""
+        if where.subscription_id is not None:
+            subscription = "AND s.id = :subscription_id"
+            params["subscription_id"] = where.subscription_id
+        if where.search:
+            params["search"] = where.search
+            try:
+                params["search_id"] = uuid.UUID(where.search)
+                by_id = "OR e.id = :search_id"
+                delivery_id = "UNION ALL SELECT CAST(:search_id AS uuid)"
+            except ValueError:
+                by_id = delivery_id = ""
+            # The ids first (events by index, then their deliveries by ix_deliveries_event_id),
+            # then the rows by primary key: an OR across the two would scan every delivery.
+            statement = f"""
+                SELECT {_ROW_COLUMNS}
+                FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id
+                WHERE d.id = ANY(ARRAY(
+                        SELECT found.id FROM deliveries found
+                        WHERE found.event_id IN (
+                            SELECT e.id FROM events e
+                            WHERE e.workspace_id = :workspace_id
+                              AND (e.call_id = :search OR e.client_id = :search {by_id}))
+                        {delivery_id}))
+                  AND s.workspace_id = :workspace_id {subscription}
+                  {conditions}
+                ORDER BY d.created_at DESC, d.seq DESC
+                LIMIT :limit
+            """  # noqa: S608 - only fixed fragments are formatted in; values are bound
+        else:
+            statement = f"""
+                SELECT {_ROW_COLUMNS}
+                FROM subscriptions s
+                CROSS JOIN LATERAL (
+                    SELECT * FROM deliveries d
+                    WHERE d.subscription_id = s.id {conditions}
+                    ORDER BY d.created_at DESC, d.seq DESC
+                    LIMIT :limit
+                ) d
+                WHERE s.workspace_id = :workspace_id {subscription}
+                ORDER BY d.created_at DESC, d.seq DESC
+                LIMIT :limit
+            """  # noqa: S608 - only fixed fragments are formatted in; values are bound
+        result = await self.session.execute(text(statement), params)
+        return [_row(row) for row in result.mappings()]
+
+    async def delivery(
+        self, workspace_id: uuid.UUID, delivery_id: uuid.UUID
+    ) -> DeliveryDetail | None:
+        result = await self.session.execute(
+            text(f"""
+                SELECT {_ROW_COLUMNS}, e.client_id, e.occurred_at, e.body
+                FROM deliveries d
+                JOIN subscriptions s ON s.id = d.subscription_id
+                JOIN events e ON e.id = d.event_id
+                WHERE d.id = :delivery_id AND s.workspace_id = :workspace_id
+            """),  # noqa: S608 - a fixed list of columns
+            {"delivery_id": delivery_id, "workspace_id": workspace_id},
+        )
+        row = result.mappings().first()
+        if row is None:
+            return None
+        return DeliveryDetail(_row(row), row["client_id"], row["occurred_at"], row["body"])
+
+    async def attempts(self, delivery_id: uuid.UUID) -> list[AttemptRow]:
+        """Every attempt of a delivery, newest first (ix_attempts_delivery_id)."""
+        result = await self.session.execute(
+            text("""
+                SELECT id, attempt, execution_status, created_at, duration_ms,
+                       response_status_code, error, response_body
+                FROM attempts WHERE delivery_id = :delivery_id
+                ORDER BY attempt DESC, created_at DESC
+            """),
+            {"delivery_id": delivery_id},
+        )
+        return [AttemptRow(**row) for row in result.mappings()]
+
+    async def overview(
+        self,
+        workspace_id: uuid.UUID,
+        subscription_id: uuid.UUID | None,
+        now: datetime,
+        *,
+        latency_from: "PortalRepository | None" = None,
+    ) -> Overview:
+        """The last 24 hours: deliveries per hour by state, attempt latency, backlog, failing.
+
+        `latency_from` (a repository on another connection) computes the latency at the same
+        time as this one counts: the two aggregates are most of the page's time.
+        """
+        start = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=23)
+        latency = asyncio.ensure_future(
+            (latency_from or self)._latency(workspace_id, subscription_id, start)
+        )
+        try:
+            if latency_from is None:  # one connection: one statement at a time
+                await latency
+            by_hour, totals = await self._counts(workspace_id, subscription_id, start)
+            backlog = await self._backlog(workspace_id, subscription_id)
+            failing = await self._failing(workspace_id, subscription_id)
+            percentiles = await latency
+        finally:
+            latency.cancel()  # when a statement above failed
+        hours = []
+        for index in range(24):
+            hour = start + timedelta(hours=index)
+            p50, p95 = percentiles.get(hour, (None, None))
+            hours.append(HourCounts(hour, by_hour.get(hour, {}), p50, p95))
+        return Overview(hours=hours, totals=totals, backlog=backlog, failing=failing)
+
+    @staticmethod
+    def _scope(
+        workspace_id: uuid.UUID, subscription_id: uuid.UUID | None, **params: Any
+    ) -> tuple[str, dict[str, Any]]:
+        params["workspace_id"] = workspace_id
+        if subscription_id is None:
+            return "", params
+        params["subscription_id"] = subscription_id
+        return "AND s.id = :subscription_id", params
+
+    async def _counts(
+        self, workspace_id: uuid.UUID, subscription_id: uuid.UUID | None, start: datetime
+    ) -> tuple[dict[datetime, dict[str, int]], dict[str, int]]:
+        # date_bin is arithmetic; date_trunc in a zone converts every row (twice the time).
+        subscription, params = self._scope(workspace_id, subscription_id, start=start)
+        result = await self.session.execute(
+            text(f"""
+                SELECT date_bin('1 hour', d.created_at, :start) AS hour, d.state, count(*) AS n
+                FROM subscriptions s
+                JOIN deliveries d ON d.subscription_id = s.id AND d.created_at >= :start
+                WHERE s.workspace_id = :workspace_id {subscription}
+                GROUP BY 1, 2
+            """),  # noqa: S608 - a fixed condition
+            params,
+        )
+        by_hour: dict[datetime, dict[str, int]] = {}
+        totals = dict.fromkeys(STATES, 0)
+        for row in result.mappings():
+            by_hour.setdefault(row["hour"], {})[row["state"]] = row["n"]
+            totals[row["state"]] = totals.get(row["state"], 0) + row["n"]
+        return by_hour, totals
+
+    async def _latency(
+        self, workspace_id: uuid.UUID, subscription_id: uuid.UUID | None, start: datetime
+    ) -> dict[datetime, tuple[float, float]]:
+        """p50 and p95 of attempt durations per hour (ix_attempts_portal_latency alone)."""
+        subscription, params = self._scope(workspace_id, subscription_id, start=start)
+        result = await self.session.execute(
+            text(f"""
+                SELECT date_bin('1 hour', a.created_at, :start) AS hour,
+                       percentile_cont(ARRAY[0.5, 0.95])
+                           WITHIN GROUP (ORDER BY a.duration_ms) AS p
+                FROM subscriptions s
+                JOIN attempts a ON a.subscription_id = s.id AND a.created_at >= :start
+                WHERE s.workspace_id = :workspace_id {subscription}
+                GROUP BY 1
+            """),  # noqa: S608 - a fixed condition
+            params,
+        )
+        return {row["hour"]: (row["p"][0], row["p"][1]) for row in result.mappings()}
+
+    async def _backlog(self, workspace_id: uuid.UUID, subscription_id: uuid.UUID | None) -> int:
+        subscription, params = self._scope(workspace_id, subscription_id, cap=BACKLOG_COUNT_CAP + 1)
+        count = await self.session.scalar(
+            text(f"""
+                SELECT count(*) FROM (
+                    SELECT 1 FROM subscriptions s
+                    JOIN deliveries d ON d.subscription_id = s.id AND d.state = 'pending'
+                    WHERE s.workspace_id = :workspace_id {subscription}
+                    LIMIT :cap) AS pending
+            """),  # noqa: S608 - a fixed condition
+            params,
+        )
+        return int(count or 0)
+
+    async def _failing(
+        self, workspace_id: uuid.UUID, subscription_id: uuid.UUID | None
+    ) -> list[FailingSubscription]:
+        subscription, params = self._scope(workspace_id, subscription_id, shown=FAILING_SHOWN)
+        result = await self.session.execute(
+            text(f"""
+                SELECT s.id, s.url, s.event, s.status, s.status_reason, s.failing_since
+                FROM subscriptions s
+                WHERE s.workspace_id = :workspace_id {subscription}
+                  AND (s.failing_since IS NOT NULL OR s.status_reason IS NOT NULL)
+                ORDER BY s.failing_since NULLS LAST, s.created_at DESC
+                LIMIT :shown
+            """),  # noqa: S608 - a fixed condition
+            params,
+        )
+        return [FailingSubscription(**row) for row in result.mappings()]
+
+    async def finished_shares(
+        self, subscription_ids: list[uuid.UUID], since: datetime
+    ) -> dict[uuid.UUID, tuple[int, int]]:
+        """(succeeded, finished) deliveries created since `since`, per subscription.
+
+        Read from ix_deliveries_portal_recent alone (it carries the state).
+        """
+        if not subscription_ids:
+            return {}
+        result = await self.session.execute(
+            text("""
+                SELECT d.subscription_id,
+                       count(*) FILTER (WHERE d.state = 'succeeded') AS succeeded,
+                       count(*) FILTER (WHERE d.state <> 'pending') AS finished
+                FROM deliveries d
+                WHERE d.subscription_id = ANY(:ids) AND d.created_at >= :since
+                GROUP BY d.subscription_id
+            """).bindparams(bindparam("ids", type_=_ARRAY_OF_UUIDS)),
+            {"ids": subscription_ids, "since": since},
+        )
+        return {
+            row["subscription_id"]: (row["succeeded"], row["finished"]) for row in result.mappings()
+        }
+
+    async def subscription_choices(
+        self, workspace_id: uuid.UUID, subscription_id: uuid.UUID | None
+    ) -> list[tuple[uuid.UUID, str, str]]:
+        """(id, event, url) of the workspace's subscriptions, for the delivery filter."""
+        params: dict[str, Any] = {"workspace_id": workspace_id}
+        subscription = ""
+        if subscription_id is not None:
+            subscription = "AND id = :subscription_id"
+            params["subscription_id"] = subscription_id
+        result = await self.session.execute(
+            text(f"""
+                SELECT id, event, url FROM subscriptions
+                WHERE workspace_id = :workspace_id {subscription}
+                ORDER BY created_at DESC, id DESC
+                LIMIT 200
+            """),  # noqa: S608 - a fixed condition
+            params,
+        )
+        return [(row.id, row.event, row.url) for row in result]
