@@ -34,7 +34,7 @@ from tests.readme_blocks import Block, block, blocks, localize
 from tests.support import call_event, create_subscription, wait_until
 
 # How each marked block is run: by the walk-through, or by an example's test.
-WALK_THROUGH = {"serve", "listen", "call", "listen-output", "ingest", "operate"}
+WALK_THROUGH = {"serve", "listen", "call", "listen-output", "ingest", "portal", "operate"}
 PRODUCTION = {"production", "production-api", "production-worker"}
 EXAMPLES = {"python-receiver", "python-standardwebhooks", "python-bird", "fastapi", "flask"}
 NODE = {"node"}  # tests/test_node_verifiers.py
@@ -219,6 +219,16 @@ async def test_the_walk_through(sandbox):
         await wait_until(lambda: len(deliveries()) >= 5, timeout=30, interval=0.1)
         fifth = deliveries()[4]
         assert " call-1 " in fifth and "ringing" in fifth and fifth.endswith("✓ verified")
+
+        printed = await third.run(block("portal"), code("portal"))
+        [link] = [line for line in printed.splitlines() if "/portal/enter?token=" in line]
+        path = link[link.index("/portal/enter") :]
+        async with httpx.AsyncClient(base_url=base, timeout=10) as browser:
+            entered = await browser.get(path)
+            assert entered.status_code == 303 and entered.headers["location"] == "/portal/"
+            deliveries_page = await browser.get("/portal/deliveries")
+            assert deliveries_page.status_code == 200
+            assert "call-1" in deliveries_page.text
 
         printed = await third.run(block("operate"), code("operate"))
         assert '"requeued":' in printed and '"deliveryId":' in printed
