@@ -42,8 +42,21 @@ _access_key_header = APIKeyHeader(
 
 
 class Unauthorized(ProblemError):
-    def __init__(self) -> None:
-        super().__init__(401, "missing or invalid access key")
+    """401, with the challenge of the scheme the operation wants (RFC 9110 §11.6.1)."""
+
+    def __init__(self, detail: str, challenge: str) -> None:
+        super().__init__(401, detail, headers={"WWW-Authenticate": challenge})
+
+
+ACCESS_KEY_CHALLENGE = 'AccessKey realm="voicehooks"'
+
+
+def missing_access_key() -> Unauthorized:
+    return Unauthorized("send the header `Authorization: AccessKey <key>`", ACCESS_KEY_CHALLENGE)
+
+
+def invalid_access_key() -> Unauthorized:
+    return Unauthorized("this access key is not valid", ACCESS_KEY_CHALLENGE)
 
 
 def parse_id(raw: str) -> uuid.UUID:
@@ -68,10 +81,10 @@ async def workspace_scope(
 ) -> WorkspaceScope:
     scheme, _, key = (authorization or "").partition(" ")
     if scheme.lower() != "accesskey" or not key.strip():
-        raise Unauthorized()
+        raise missing_access_key()
     organization_id = await organization_for_key(session, key.strip())
     if organization_id is None:
-        raise Unauthorized()
+        raise invalid_access_key()
     if parse_id(organizationId) != organization_id:
         raise NotFound()
     workspace_id = parse_id(workspaceId)

@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 from voicehooks.api.dependencies import ScopeDep, SessionDep, parse_id
 from voicehooks.api.pagination import Limit, PageToken, page_response
 from voicehooks.api.problems import CONFLICT_RESPONSES, PROBLEM_RESPONSES
+from voicehooks.api.routing import AuthenticateFirstRoute
 from voicehooks.deliveries import service
 from voicehooks.deliveries.schemas import (
     AttemptPage,
@@ -24,6 +25,7 @@ from voicehooks.subscriptions.endpoints import SUBSCRIPTIONS_PATH
 router = APIRouter(
     prefix=SUBSCRIPTIONS_PATH + "/{subscriptionId}",
     tags=["deliveries"],
+    route_class=AuthenticateFirstRoute,
     responses=PROBLEM_RESPONSES,
 )
 

@@ -9,10 +9,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from voicehooks.api.dependencies import SessionDep, SettingsDep, Unauthorized
 from voicehooks.api.problems import PROBLEM_RESPONSES
+from voicehooks.api.routing import AuthenticateFirstRoute
 from voicehooks.ingestion import service
 from voicehooks.ingestion.schemas import BatchResult, EventBatchIn, EventIn, IngestResult
 
 _bearer = HTTPBearer(scheme_name="IngestToken", auto_error=False)
+BEARER_CHALLENGE = 'Bearer realm="voicehooks-ingestion"'
 
 
 async def require_ingest_token(
@@ -20,18 +22,28 @@ async def require_ingest_token(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
 ) -> None:
     expected = settings.ingest_token
-    if expected is None or credentials is None:
-        raise Unauthorized()
+    if expected is None:
+        raise Unauthorized(
+            "ingestion is disabled: the server has no VOICEHOOKS_INGEST_TOKEN", BEARER_CHALLENGE
+        )
+    if credentials is None:
+        raise Unauthorized(
+            "send the header `Authorization: Bearer <ingest token>`", BEARER_CHALLENGE
+        )
     if not hmac.compare_digest(
         credentials.credentials.encode("utf-8", "surrogatepass"),
         expected.get_secret_value().encode(),
     ):
-        raise Unauthorized()
+        raise Unauthorized(
+            "this bearer token is not the ingest token (VOICEHOOKS_INGEST_TOKEN)",
+            BEARER_CHALLENGE + ', error="invalid_token"',
+        )
 
 
 router = APIRouter(
     prefix="/internal/v1",
     tags=["ingestion"],
+    route_class=AuthenticateFirstRoute,
     dependencies=[Depends(require_ingest_token)],
     responses=PROBLEM_RESPONSES,
 )

@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 from voicehooks.api.dependencies import ScopeDep, SessionDep, SettingsDep, parse_id
 from voicehooks.api.pagination import Limit, PageToken, page_response
 from voicehooks.api.problems import CONFLICT_RESPONSES, PROBLEM_RESPONSES
+from voicehooks.api.routing import AuthenticateFirstRoute
 from voicehooks.subscriptions import service
 from voicehooks.subscriptions.schemas import (
     SubscriptionCreate,
@@ -25,6 +26,7 @@ SUBSCRIPTIONS_PATH = (
 router = APIRouter(
     prefix=SUBSCRIPTIONS_PATH,
     tags=["webhook-subscriptions"],
+    route_class=AuthenticateFirstRoute,
     responses=PROBLEM_RESPONSES,
 )
 
