@@ -60,6 +60,8 @@ async def serving(env: dict[str, str], log: Path):
                     return False
 
             await wait_until(ready, timeout=START_TIMEOUT, interval=0.2)
+            said = [line for line in log.read_text().splitlines() if "listening on" in line]
+            assert f"listening on http://127.0.0.1:{port} (database: embedded at " in said[-1]
             yield process, http
     finally:
         if process.returncode is None:
