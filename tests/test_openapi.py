@@ -1,5 +1,6 @@
 """The OpenAPI document, and a schema-driven fuzz of the subscriptions API against it."""
 
+import re
 import uuid
 
 import pytest
@@ -107,10 +108,25 @@ async def test_subscription_schemas_use_birds_field_names(document):
     )
 
 
-async def test_interactive_docs_are_served(client):
-    response = await client.get("/docs")
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+async def test_interactive_docs_are_served_with_their_own_assets(client, page):
+    """Offline too: every script, style sheet and image comes from the service itself."""
+    response = await client.get(page)
     assert response.status_code == 200
-    assert "openapi.json" in response.text
+    assert response.headers["content-type"].startswith("text/html")
+    assert "/openapi.json" in response.text
+    assets = re.findall(r"""(?:src|href)=["']([^"']+)["']""", response.text)
+    assets += re.findall(r"""(?:Url|_url)\s*:\s*["']([^"']+)["']""", response.text)
+    assert assets, response.text
+    assert not re.search(r"https?://", response.text.replace("http://voicehooks.test", ""))
+    if page == "/docs":
+        assert '"validatorUrl": null' in response.text  # Swagger UI asks no validator online
+    for asset in assets:
+        if asset.endswith(".json"):
+            continue
+        fetched = await client.get(asset)
+        assert fetched.status_code == 200, asset
+        assert len(fetched.content) > 1000, asset
 
 
 # --- fuzzing ------------------------------------------------------------------------------
