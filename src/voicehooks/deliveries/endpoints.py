@@ -11,6 +11,7 @@ from voicehooks.api.problems import CONFLICT_RESPONSES, PROBLEM_RESPONSES
 from voicehooks.api.routing import AuthenticateFirstRoute
 from voicehooks.deliveries import service
 from voicehooks.deliveries.schemas import (
+    AttemptDetails,
     AttemptPage,
     DeliveryOut,
     DeliveryPage,
@@ -48,6 +49,22 @@ async def attempt_logs(
             page_token=page_token,
             limit=limit,
         )
+    )
+
+
+@router.get(
+    "/logs/details",
+    response_model=AttemptDetails,
+    summary="Every attempt of one delivery (Bird's log details)",
+)
+async def attempt_details(
+    subscriptionId: str,
+    scope: ScopeDep,
+    session: SessionDep,
+    request_id: Annotated[str, Query(alias="requestId", max_length=64)],
+) -> AttemptDetails:
+    return await service.attempt_details(
+        session, scope, parse_id(subscriptionId), parse_id(request_id)
     )
 
 

@@ -25,11 +25,19 @@ class AttemptOut(CamelModel):
     response_status_code: int | None
     error: str | None
     response_body: str | None = Field(description="First 2 KiB of the answer, as text.")
+    # The same facts under Bird's names, for clients written for Bird.
+    request_id: uuid.UUID = Field(description="Bird's name of `deliveryId`.")
+    attempt_count: int = Field(description="Bird's name of `attempt`.")
+    http_status_code: int | None = Field(description="Bird's name of `responseStatusCode`.")
 
 
 class AttemptPage(CamelModel):
     results: list[AttemptOut]
     next_page_token: str | None = None
+
+
+class AttemptDetails(CamelModel):
+    results: list[AttemptOut] = Field(description="Every attempt of the delivery, newest first.")
 
 
 class DeliveryOut(CamelModel):

@@ -56,7 +56,9 @@ class SubscriptionCreate(CamelModel):
     signing_key: SigningKey | None = Field(
         default=None, description="Omit it to have a strong key generated (shown once)."
     )
-    event_filters: EventFilters = Field(default_factory=list)
+    event_filters: EventFilters | None = Field(
+        default=None, description="`null` or absent: no filters (as with Bird)."
+    )
     template: Template | None = None
 
 

@@ -91,7 +91,8 @@ def _filters_json(filters: list[EventFilter]) -> list[dict[str, Any]]:
 async def create_subscription(
     session: AsyncSession, scope: WorkspaceScope, body: SubscriptionCreate, settings: Settings
 ) -> SubscriptionOut:
-    filters = _filter_set(body.event, body.event_filters)
+    event_filters = body.event_filters or []
+    filters = _filter_set(body.event, event_filters)
     host = await _target_host(body.url, settings)
     repository = SubscriptionRepository(session)
     await _check_identical_limit(repository, scope.workspace_id, body.event, filters)
@@ -107,7 +108,7 @@ async def create_subscription(
         target_host=host,
         signing_key=body.signing_key or secrets.token_urlsafe(32),
         previous_signing_keys=[],
-        event_filters=_filters_json(body.event_filters),
+        event_filters=_filters_json(event_filters),
         channel_id=filters.channel_id,
         statuses=list(filters.statuses),
         template=body.template,
@@ -173,7 +174,8 @@ def _rotated_keys(subscription: Subscription, new_key: str, settings: Settings) 
     return still_valid
 
 
-_NOT_NULLABLE = ("url", "signing_key", "status", "event_filters")
+# eventFilters may be null: no filters, as with Bird; template may be null: none.
+_NOT_NULLABLE = ("url", "signing_key", "status")
 
 
 async def update_subscription(
@@ -201,8 +203,9 @@ async def update_subscription(
     if subscription is None:
         raise NotFound("no such subscription")
 
-    if body.event_filters is not None:
-        filters = _filter_set(subscription.event, body.event_filters)
+    if "event_filters" in changed:
+        event_filters = body.event_filters or []
+        filters = _filter_set(subscription.event, event_filters)
         if (filters.channel_id, list(filters.statuses)) != (
             subscription.channel_id,
             subscription.statuses,
@@ -210,7 +213,7 @@ async def update_subscription(
             await _check_identical_limit(
                 repository, scope.workspace_id, subscription.event, filters, subscription.id
             )
-        subscription.event_filters = _filters_json(body.event_filters)
+        subscription.event_filters = _filters_json(event_filters)
         subscription.channel_id = filters.channel_id
         subscription.statuses = list(filters.statuses)
     if new_host is not None:
