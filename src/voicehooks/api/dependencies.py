@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request, Security
+from fastapi import Depends, Path, Request, Security
 from fastapi.security import APIKeyHeader
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -59,6 +59,10 @@ def invalid_access_key() -> Unauthorized:
     return Unauthorized("this access key is not valid", ACCESS_KEY_CHALLENGE)
 
 
+# Ids in paths are documented as UUIDs, and taken as any text: what is not one is a 404.
+IdPath = Annotated[str, Path(json_schema_extra={"format": "uuid"})]
+
+
 def parse_id(raw: str) -> uuid.UUID:
     """Ids in paths: anything that is not a UUID names nothing, so it is a 404."""
     try:
@@ -74,8 +78,8 @@ class WorkspaceScope:
 
 
 async def workspace_scope(
-    organizationId: str,
-    workspaceId: str,
+    organizationId: IdPath,
+    workspaceId: IdPath,
     session: SessionDep,
     authorization: Annotated[str | None, Security(_access_key_header)] = None,
 ) -> WorkspaceScope:

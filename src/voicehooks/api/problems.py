@@ -24,6 +24,7 @@ _TITLES = {
     415: "Unsupported Media Type",
     422: "Unprocessable Content",
     500: "Internal Server Error",
+    503: "Service Unavailable",
 }
 
 
@@ -181,17 +182,14 @@ def install_problem_handlers(app: FastAPI) -> None:
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for problem+json answers (`model` registers the Problem schema)."""
-    schema = {"$ref": "#/components/schemas/Problem"}
+    """OpenAPI entries for problem+json answers; voicehooks.api.openapi turns each into a
+    reference to the one declaration of that error response."""
     return {
-        status: {
-            "model": Problem,
-            "description": _TITLES[status],
-            "content": {PROBLEM_JSON: {"schema": schema}},
-        }
+        status: {"description": _TITLES[status], "content": {PROBLEM_JSON: {}}}
         for status in statuses
     }
 
 
-PROBLEM_RESPONSES = problem_responses(400, 401, 404, 413, 422)
+PROBLEM_RESPONSES = problem_responses(401, 404, 422, 503)
+BODY_RESPONSES = problem_responses(413)
 CONFLICT_RESPONSES = problem_responses(409)
