@@ -1,6 +1,7 @@
 """SPEC §5: what the `voicehooks` command tells the person who runs it (real processes)."""
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -23,9 +24,10 @@ def _environment(**values: str) -> dict[str, str]:
     return env
 
 
-def _said(stderr: str) -> list[str]:
-    """The readable lines for people (logs are JSON lines beside them)."""
-    return [line for line in stderr.splitlines() if line.startswith("voicehooks: ")]
+def _said(stderr: str, about: str) -> list[str]:
+    """What the command said about something (stderr is JSON lines, not being a terminal)."""
+    events = [json.loads(line)["event"] for line in stderr.splitlines() if line.startswith("{")]
+    return [event for event in events if about in event]
 
 
 async def test_version():
@@ -62,13 +64,13 @@ async def test_migrate_says_what_it_did_and_where_without_the_password(server_ur
         code, stdout, stderr = await run_voicehooks(env, "migrate", timeout=60)
         assert code == 0, stderr
         assert stdout == ""
-        (line,) = _said(stderr)
+        (line,) = _said(stderr, "schema")
         assert where in line and "migrated from nothing to revision" in line, line
         assert password not in stderr
 
         code, _, stderr = await run_voicehooks(env, "migrate", timeout=60)
         assert code == 0, stderr
-        (line,) = _said(stderr)
+        (line,) = _said(stderr, "schema")
         assert where in line and "already current" in line, line
 
 
@@ -90,7 +92,7 @@ async def test_serve_says_where_it_listens(database_url, tmp_path):
         def listening() -> list[str]:
             if serve.returncode is not None:
                 raise AssertionError(log.read_text())
-            return [line for line in _said(log.read_text()) if "listening on" in line]
+            return _said(log.read_text(), "listening on")
 
         (line,) = await wait_until(listening, timeout=60, interval=0.1)
         assert f"listening on http://127.0.0.1:{port} " in line
@@ -99,7 +101,7 @@ async def test_serve_says_where_it_listens(database_url, tmp_path):
         # It said so once the port answers.
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
             assert (await http.get("/healthz")).status_code == 200
-        assert any("schema already current" in said for said in _said(log.read_text()))
+        assert _said(log.read_text(), "schema already current")
     finally:
         serve.send_signal(signal.SIGTERM)
         await asyncio.wait_for(serve.wait(), 30)

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Annotated, Any
 
+import structlog
 import typer
 import uvicorn
 import uvloop
@@ -62,8 +63,9 @@ _INGEST_HELP = (
 
 
 def _announce(message: str) -> None:
-    """One readable line for the person who started the command (logs are separate)."""
-    typer.echo(f"voicehooks: {message}", err=True)
+    """One line for the person who started the command, as a log line: readable text on a
+    terminal, and a JSON line like every other one when stderr is a pipe or a file."""
+    structlog.get_logger("voicehooks.cli").info(message)
 
 
 def _describe_database(settings: Settings) -> str:
