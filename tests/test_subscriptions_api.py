@@ -660,7 +660,6 @@ async def test_patch_template_to_null_clears_it(client, tenant):
         ({"url": None}, "url"),
         ({"signingKey": None}, "signingKey"),
         ({"status": None}, "status"),
-        ({"eventFilters": None}, "eventFilters"),
         ({"status": "paused"}, "status"),
         ({"signingKey": "short"}, "signingKey"),
         ({"url": "ftp://example.com/"}, "url"),

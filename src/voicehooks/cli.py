@@ -6,17 +6,21 @@ import gc
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Annotated, Any
 
+import structlog
 import typer
 import uvicorn
 import uvloop
 
+import voicehooks
 from voicehooks.config import Settings
-from voicehooks.db.embedded import embedded_postgres
+from voicehooks.db.embedded import embedded_postgres, pgdata_path
+from voicehooks.db.urls import display_url
 from voicehooks.encryption import EncryptionConfigError
 from voicehooks.encryption_keys import with_encryption_keys
 from voicehooks.listen import listen
@@ -24,8 +28,55 @@ from voicehooks.observability.logging import configure_logging
 from voicehooks.trigger import trigger
 
 app = typer.Typer(
-    help="Webhook subscriptions for voice call life-cycle events.", no_args_is_help=True
+    help="Webhook subscriptions for voice call life-cycle events. Settings come from "
+    "VOICEHOOKS_* environment variables; with VOICEHOOKS_DATABASE_URL unset, every command "
+    "that needs the database starts an embedded PostgreSQL.",
+    no_args_is_help=True,
 )
+
+
+def _version(show: bool) -> None:
+    if show:
+        typer.echo(f"voicehooks {voicehooks.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    pass
+
+
+# What each command's --help says about the environment variables it reads.
+_DATABASE_HELP = (
+    "Database: VOICEHOOKS_DATABASE_URL (postgresql://user:pass@host:port/db). When it is "
+    "unset, this command starts an embedded PostgreSQL in VOICEHOOKS_DATA_DIR (default: "
+    f"{Settings.model_fields['data_dir'].get_default(call_default_factory=True)}), shared "
+    "with the other commands run on that directory."
+)
+_INGEST_HELP = (
+    "Ingestion: VOICEHOOKS_INGEST_TOKEN, the Bearer token of POST /internal/v1/events "
+    "(unset: ingestion answers 401)."
+)
+
+
+def _announce(message: str) -> None:
+    """One line for the person who started the command, as a log line: readable text on a
+    terminal, and a JSON line like every other one when stderr is a pipe or a file."""
+    structlog.get_logger("voicehooks.cli").info(message)
+
+
+def _describe_database(settings: Settings) -> str:
+    if settings.database_url is None:
+        return f"embedded at {pgdata_path(settings.data_dir.expanduser().resolve())}"
+    return display_url(settings.database_url.get_secret_value())
+
 
 # Collections of the youngest generation every 20,000 net allocations instead of 700.
 GC_THRESHOLDS = (20_000, 20, 50)
@@ -47,13 +98,28 @@ def _database(settings: Settings) -> Iterator[str]:
 class _Server(uvicorn.Server):
     """uvicorn without its own signal handling: the command decides how to stop."""
 
+    def __init__(self, config: uvicorn.Config, on_listening: Callable[[str], None]) -> None:
+        super().__init__(config)
+        self._on_listening = on_listening
+
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            host, port = self.servers[0].sockets[0].getsockname()[:2]
+            self._on_listening(f"http://{f'[{host}]' if ':' in host else host}:{port}")
+
 
 async def _run(
-    settings: Settings, database_url: str, *, api: tuple[str, int] | None, worker: bool
+    settings: Settings,
+    database_url: str,
+    *,
+    api: tuple[str, int] | None,
+    worker: bool,
+    processes: int = 1,
 ) -> None:
     from voicehooks.api.app import create_app
     from voicehooks.dispatch.worker import Dispatcher
@@ -70,11 +136,20 @@ async def _run(
             log_config=None,
             lifespan="on",
         )
-        server = _Server(config)
+        database = _describe_database(settings)
+        what = "API and dispatcher" if worker else "API"
+        server = _Server(
+            config, lambda url: _announce(f"{what} listening on {url} (database: {database})")
+        )
         tasks.append(asyncio.create_task(server.serve()))
     if worker:
         dispatcher = Dispatcher(settings, database_url)
         tasks.append(asyncio.create_task(dispatcher.run()))
+        if api is None:
+            _announce(
+                f"dispatcher running in {processes} process{'es' if processes > 1 else ''} "
+                f"(database: {_describe_database(settings)})"
+            )
 
     def stop() -> None:
         if server is not None:
@@ -125,18 +200,18 @@ def _settings(*, encryption_keys_required: bool = True) -> Settings:
         raise typer.Exit(2) from None
 
 
-@app.command()
+@app.command(epilog=f"{_DATABASE_HELP}\n\n{_INGEST_HELP}")
 def serve(host: Host = "127.0.0.1", port: Port = 8000) -> None:
     """API and dispatcher in one process; applies migrations first."""
     from voicehooks.db.migrate import upgrade
 
     settings = _settings()
     with _database(settings) as database_url:
-        asyncio.run(upgrade(database_url, key_ring=settings.key_ring()))
+        _announce(asyncio.run(upgrade(database_url, key_ring=settings.key_ring())).describe())
         _run_service(_run(settings, database_url, api=(host, port), worker=True))
 
 
-@app.command()
+@app.command(epilog=f"{_DATABASE_HELP}\n\n{_INGEST_HELP}")
 def api(host: Host = "127.0.0.1", port: Port = 8000) -> None:
     """The HTTP API alone (run `voicehooks migrate` first)."""
     settings = _settings()
@@ -144,7 +219,7 @@ def api(host: Host = "127.0.0.1", port: Port = 8000) -> None:
         _run_service(_run(settings, database_url, api=(host, port), worker=False))
 
 
-@app.command()
+@app.command(epilog=_DATABASE_HELP)
 def worker(
     processes: Annotated[
         int | None,
@@ -163,7 +238,7 @@ def worker(
         _database(settings) as database_url,
         _sibling_workers(count - 1, settings, database_url),
     ):
-        _run_service(_run(settings, database_url, api=None, worker=True))
+        _run_service(_run(settings, database_url, api=None, worker=True, processes=count))
 
 
 @contextlib.contextmanager
@@ -183,17 +258,18 @@ def _sibling_workers(count: int, settings: Settings, database_url: str) -> Itera
             sibling.wait()
 
 
-@app.command()
+@app.command(epilog=_DATABASE_HELP)
 def migrate() -> None:
     """Apply database migrations."""
     from voicehooks.db.migrate import upgrade
 
     settings = _settings()
     with _database(settings) as database_url:
-        asyncio.run(upgrade(database_url, key_ring=settings.key_ring()))
+        migrated = asyncio.run(upgrade(database_url, key_ring=settings.key_ring()))
+        _announce(f"{_describe_database(settings)}: {migrated.describe()}")
 
 
-@app.command()
+@app.command(epilog=_DATABASE_HELP)
 def bootstrap(
     organization: Annotated[str, typer.Option(help="Organization name.")] = "default",
     workspace: Annotated[str, typer.Option(help="Workspace name.")] = "default",

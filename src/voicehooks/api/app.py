@@ -8,11 +8,13 @@ from collections.abc import AsyncIterator
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST
 
 import voicehooks
 from voicehooks.api import health
 from voicehooks.api.body_limit import BodyLimitMiddleware
+from voicehooks.api.openapi import install_openapi
 from voicehooks.api.problems import install_problem_handlers
 from voicehooks.config import Settings
 from voicehooks.db.engine import create_engine, create_sessionmaker, fill_pool, raw_connection
@@ -59,12 +61,15 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
                     await counters.flush(connection)
             await engine.dispose()
 
-    app = FastAPI(
+    # Swagger UI and ReDoc from assets in the fastapi-offline package: /docs works offline.
+    app = FastAPIOffline(
         title="voicehooks",
         version=voicehooks.__version__,
         description="Webhook subscriptions for voice call life-cycle events "
         "(Bird Channels compatible).",
         lifespan=lifespan,
+        # Swagger UI would ask validator.swagger.io about the document: not from here.
+        swagger_ui_parameters={"validatorUrl": None},
     )
     app.state.settings = settings
     app.state.key_ring = key_ring
@@ -76,17 +81,22 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     app.include_router(health.router)
     app.include_router(subscriptions_router)
     app.include_router(deliveries_router)
-    app.include_router(ingestion_router)
+    # The ingestion API has a document of its own (voicehooks.api.openapi says why).
+    app.include_router(ingestion_router, include_in_schema=False)
     app.include_router(portal_router)
+    install_openapi(app, ingestion_router.routes)
 
     @app.get(
         "/metrics",
         tags=["operations"],
         summary="Prometheus metrics",
+        operation_id="getMetrics",
         response_class=PlainTextResponse,
         responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
     )
     async def metrics(request: Request) -> Response:
+        """Prometheus text: ingested events, attempts by outcome, attempt durations, the due
+        backlog and its oldest entry's age; totals of every process on the database."""
         return Response(
             await render_metrics(request.app.state.engine), media_type=CONTENT_TYPE_LATEST
         )

@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request, Security
+from fastapi import Depends, Path, Request, Security
 from fastapi.security import APIKeyHeader
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -51,8 +51,25 @@ _access_key_header = APIKeyHeader(
 
 
 class Unauthorized(ProblemError):
-    def __init__(self) -> None:
-        super().__init__(401, "missing or invalid access key")
+    """401, with the challenge of the scheme the operation wants (RFC 9110 §11.6.1)."""
+
+    def __init__(self, detail: str, challenge: str) -> None:
+        super().__init__(401, detail, headers={"WWW-Authenticate": challenge})
+
+
+ACCESS_KEY_CHALLENGE = 'AccessKey realm="voicehooks"'
+
+
+def missing_access_key() -> Unauthorized:
+    return Unauthorized("send the header `Authorization: AccessKey <key>`", ACCESS_KEY_CHALLENGE)
+
+
+def invalid_access_key() -> Unauthorized:
+    return Unauthorized("this access key is not valid", ACCESS_KEY_CHALLENGE)
+
+
+# Ids in paths are documented as UUIDs, and taken as any text: what is not one is a 404.
+IdPath = Annotated[str, Path(json_schema_extra={"format": "uuid"})]
 
 
 def parse_id(raw: str) -> uuid.UUID:
@@ -70,17 +87,17 @@ class WorkspaceScope:
 
 
 async def workspace_scope(
-    organizationId: str,
-    workspaceId: str,
+    organizationId: IdPath,
+    workspaceId: IdPath,
     session: SessionDep,
     authorization: Annotated[str | None, Security(_access_key_header)] = None,
 ) -> WorkspaceScope:
     scheme, _, key = (authorization or "").partition(" ")
     if scheme.lower() != "accesskey" or not key.strip():
-        raise Unauthorized()
+        raise missing_access_key()
     organization_id = await organization_for_key(session, key.strip())
     if organization_id is None:
-        raise Unauthorized()
+        raise invalid_access_key()
     if parse_id(organizationId) != organization_id:
         raise NotFound()
     workspace_id = parse_id(workspaceId)

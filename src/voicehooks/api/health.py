@@ -7,13 +7,20 @@ from sqlalchemy import text
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz", summary="The process is up")
+@router.get("/healthz", summary="The process is up", operation_id="getHealth")
 async def healthz() -> dict[str, str]:
+    """Liveness: 200 while the process serves requests, whatever the database does."""
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="The database is reachable", responses={503: {}})
+@router.get(
+    "/readyz",
+    summary="The database is reachable",
+    operation_id="getReadiness",
+    responses={503: {"description": "The database cannot be reached."}},
+)
 async def readyz(request: Request) -> JSONResponse:
+    """Readiness: 200 when the database answers, else 503 (take the instance out of rotation)."""
     try:
         async with request.app.state.engine.connect() as connection:
             await connection.execute(text("SELECT 1"))

@@ -8,7 +8,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
+from voicehooks.api.routing import NOT_JSON
 from voicehooks.db.outage import DATABASE_ERRORS, RETRY_AFTER_SECONDS, is_outage, outages
 
 PROBLEM_JSON = "application/problem+json"
@@ -44,12 +46,18 @@ class ProblemError(Exception):
     """Raised anywhere below the endpoints; becomes a problem+json answer."""
 
     def __init__(
-        self, status: int, detail: str, *, errors: Sequence[FieldError] | None = None
+        self,
+        status: int,
+        detail: str,
+        *,
+        errors: Sequence[FieldError] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
         self.errors = list(errors) if errors is not None else None
+        self.headers = headers
 
 
 class NotFound(ProblemError):
@@ -119,14 +127,37 @@ def _is_union_tag(part: object) -> bool:
     return isinstance(part, str) and ("[" in part or part in {"str", "int", "float", "bool"})
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method that some route of the app takes on this path.
+
+    Starlette answers 405 from the first route whose path matches, so its `Allow` names
+    only that route's methods, while each operation of a path is a route of its own. The
+    router itself is asked, method by method, whether a route takes the request.
+    """
+    routes = request.app.router.routes
+    return [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    ]
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     async def on_problem(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ProblemError)
-        return problem_response(exc.status, exc.detail, errors=exc.errors)
+        return problem_response(exc.status, exc.detail, errors=exc.errors, headers=exc.headers)
 
     async def on_validation(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        if any(error.get("type") == "json_invalid" for error in exc.errors()):
+        if any(
+            error.get("type") == "json_invalid" or error.get("input") is NOT_JSON
+            for error in exc.errors()
+        ):
             return problem_response(
                 422,
                 "the body is not valid JSON",
@@ -134,12 +165,13 @@ def install_problem_handlers(app: FastAPI) -> None:
             )
         return problem_response(422, "validation failed", errors=_validation_errors(exc))
 
-    async def on_http(_: Request, exc: Exception) -> JSONResponse:
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         detail = exc.detail if isinstance(exc.detail, str) else None
-        return problem_response(
-            exc.status_code, detail, headers=dict(exc.headers) if exc.headers else None
-        )
+        headers = dict(exc.headers) if exc.headers else {}
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        return problem_response(exc.status_code, detail, headers=headers or None)
 
     async def on_database_error(request: Request, exc: Exception) -> JSONResponse:
         # Answered here, not re-raised: the client gets a response it can act on and keeps
@@ -165,17 +197,14 @@ def install_problem_handlers(app: FastAPI) -> None:
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for problem+json answers (`model` registers the Problem schema)."""
-    schema = {"$ref": "#/components/schemas/Problem"}
+    """OpenAPI entries for problem+json answers; voicehooks.api.openapi turns each into a
+    reference to the one declaration of that error response."""
     return {
-        status: {
-            "model": Problem,
-            "description": _TITLES[status],
-            "content": {PROBLEM_JSON: {"schema": schema}},
-        }
+        status: {"description": _TITLES[status], "content": {PROBLEM_JSON: {}}}
         for status in statuses
     }
 
 
-PROBLEM_RESPONSES = problem_responses(400, 401, 404, 413, 422, 503)
+PROBLEM_RESPONSES = problem_responses(401, 404, 422, 503)
+BODY_RESPONSES = problem_responses(413)
 CONFLICT_RESPONSES = problem_responses(409)

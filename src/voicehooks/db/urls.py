@@ -14,3 +14,12 @@ def sqlalchemy_url(url: str) -> URL:
 def libpq_url(url: str) -> str:
     """The plain `postgresql://…` form that asyncpg.connect understands."""
     return sqlalchemy_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def display_url(url: str) -> str:
+    """Where the URL points, for people: no password, no query (it may hold one too)."""
+    parsed = sqlalchemy_url(url)
+    shown = URL.create(
+        "postgresql", parsed.username, None, parsed.host, parsed.port, parsed.database
+    )
+    return shown.render_as_string(hide_password=False)

@@ -2,14 +2,16 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Body, Query, status
 from fastapi.responses import JSONResponse
 
-from voicehooks.api.dependencies import ScopeDep, SessionDep, parse_id
+from voicehooks.api.dependencies import IdPath, ScopeDep, SessionDep, parse_id
 from voicehooks.api.pagination import Limit, PageToken, page_response
-from voicehooks.api.problems import CONFLICT_RESPONSES, PROBLEM_RESPONSES
+from voicehooks.api.problems import BODY_RESPONSES, CONFLICT_RESPONSES, PROBLEM_RESPONSES
+from voicehooks.api.routing import AuthenticateFirstRoute
 from voicehooks.deliveries import service
 from voicehooks.deliveries.schemas import (
+    AttemptDetails,
     AttemptPage,
     DeliveryOut,
     DeliveryPage,
@@ -24,19 +26,28 @@ from voicehooks.subscriptions.endpoints import SUBSCRIPTIONS_PATH
 router = APIRouter(
     prefix=SUBSCRIPTIONS_PATH + "/{subscriptionId}",
     tags=["deliveries"],
+    route_class=AuthenticateFirstRoute,
     responses=PROBLEM_RESPONSES,
 )
 
 
-@router.get("/logs", response_model=AttemptPage, summary="Delivery attempts, newest first")
+@router.get(
+    "/logs",
+    response_model=AttemptPage,
+    summary="Delivery attempts, newest first",
+    operation_id="listAttempts",
+)
 async def attempt_logs(
-    subscriptionId: str,
+    subscriptionId: IdPath,
     scope: ScopeDep,
     session: SessionDep,
     limit: Limit = 10,
     page_token: PageToken = None,
     execution_status: Annotated[ExecutionStatus | None, Query(alias="executionStatus")] = None,
 ) -> JSONResponse:
+    """One entry per delivery attempt: when, how long, the answer's status code and first
+    2 KiB, or the error; also under Bird's names (`requestId`, `attemptCount`,
+    `httpStatusCode`)."""
     return page_response(
         await service.attempt_logs(
             session,
@@ -49,15 +60,48 @@ async def attempt_logs(
     )
 
 
-@router.get("/deliveries", response_model=DeliveryPage, summary="Deliveries, newest first")
+@router.get(
+    "/logs/details",
+    response_model=AttemptDetails,
+    summary="Every attempt of one delivery (Bird's log details)",
+    operation_id="getAttemptDetails",
+)
+async def attempt_details(
+    subscriptionId: IdPath,
+    scope: ScopeDep,
+    session: SessionDep,
+    request_id: Annotated[
+        str,
+        Query(
+            alias="requestId",
+            max_length=64,
+            description="The delivery id (`requestId` of a log entry).",
+            json_schema_extra={"format": "uuid"},
+        ),
+    ],
+) -> AttemptDetails:
+    """Every attempt of the delivery `requestId`, newest first, as in the logs."""
+    return await service.attempt_details(
+        session, scope, parse_id(subscriptionId), parse_id(request_id)
+    )
+
+
+@router.get(
+    "/deliveries",
+    response_model=DeliveryPage,
+    summary="Deliveries, newest first",
+    operation_id="listDeliveries",
+)
 async def list_deliveries(
-    subscriptionId: str,
+    subscriptionId: IdPath,
     scope: ScopeDep,
     session: SessionDep,
     limit: Limit = 10,
     page_token: PageToken = None,
     state: Annotated[DeliveryState | None, Query()] = None,
 ) -> JSONResponse:
+    """One delivery per event and subscription: its state, attempts so far, and when the
+    next one is due (null once final)."""
     return page_response(
         await service.deliveries(
             session,
@@ -76,13 +120,16 @@ async def list_deliveries(
     response_model=DeliveryOut,
     responses=CONFLICT_RESPONSES,
     summary="One more attempt of a finished delivery, outside the schedule",
+    operation_id="retryDelivery",
 )
 async def retry_delivery(
-    subscriptionId: str,
-    deliveryId: str,
+    subscriptionId: IdPath,
+    deliveryId: IdPath,
     scope: ScopeDep,
     session: SessionDep,
 ) -> DeliveryOut:
+    """Exactly one more attempt of a `failed` or `succeeded` delivery, numbered after the
+    last. 409 for a pending delivery or an inactive subscription."""
     return await service.retry_delivery(
         session, scope, parse_id(subscriptionId), parse_id(deliveryId)
     )
@@ -92,15 +139,28 @@ async def retry_delivery(
     "/recover",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=RecoverOut,
-    responses=CONFLICT_RESPONSES,
+    responses={**CONFLICT_RESPONSES, **BODY_RESPONSES},
     summary="Re-queue every failed delivery created since a time",
+    operation_id="recoverDeliveries",
 )
 async def recover(
-    subscriptionId: str,
-    body: RecoverIn,
+    subscriptionId: IdPath,
+    body: Annotated[
+        RecoverIn,
+        Body(
+            openapi_examples={
+                "since a day": {
+                    "summary": "Everything that failed since a time",
+                    "value": {"since": "2026-11-24T00:00:00Z"},
+                }
+            }
+        ),
+    ],
     scope: ScopeDep,
     session: SessionDep,
 ) -> RecoverOut:
+    """Each `failed` delivery created at or after `since` gets one more attempt. 422 when
+    `since` is in the future; 409 on an inactive subscription."""
     return await service.recover_failed(session, scope, parse_id(subscriptionId), body.since)
 
 
@@ -110,10 +170,14 @@ async def recover(
     response_model=TestOut,
     responses=CONFLICT_RESPONSES,
     summary="Send a synthetic event of the subscription's type",
+    operation_id="sendTestEvent",
 )
 async def send_test(
-    subscriptionId: str,
+    subscriptionId: IdPath,
     scope: ScopeDep,
     session: SessionDep,
 ) -> TestOut:
+    """A valid call event of the subscription's event type (its channel and first status
+    filter, when it has them), through the normal pipeline, to this subscription only.
+    409 on an inactive subscription."""
     return await service.send_test_event(session, scope, parse_id(subscriptionId))

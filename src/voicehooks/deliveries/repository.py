@@ -68,6 +68,25 @@ class DeliveryRepository:
         query = newest_first(query, Attempt.created_at, Attempt.id, after, limit)
         return (await self.session.scalars(query)).all()
 
+    async def delivery_exists(self, subscription_id: uuid.UUID, delivery_id: uuid.UUID) -> bool:
+        found = await self.session.scalar(
+            select(Delivery.id).where(
+                Delivery.id == delivery_id, Delivery.subscription_id == subscription_id
+            )
+        )
+        return found is not None
+
+    async def attempts_of(
+        self, subscription_id: uuid.UUID, delivery_id: uuid.UUID
+    ) -> Sequence[Attempt]:
+        """Every attempt of one delivery, newest (highest attempt number) first."""
+        query = (
+            select(Attempt)
+            .where(Attempt.delivery_id == delivery_id, Attempt.subscription_id == subscription_id)
+            .order_by(Attempt.attempt.desc(), Attempt.created_at.desc(), Attempt.id.desc())
+        )
+        return (await self.session.scalars(query)).all()
+
     async def deliveries_page(
         self,
         subscription_id: uuid.UUID,

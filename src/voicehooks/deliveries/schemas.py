@@ -2,9 +2,9 @@
 
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from voicehooks.api.timestamps import Timestamp
 from voicehooks.subscriptions.schemas import CamelModel
@@ -13,7 +13,37 @@ DeliveryState = Literal["pending", "succeeded", "failed"]
 ExecutionStatus = Literal["succeeded", "failed"]
 
 
+_DELIVERY_ID = "3c1e6f0a-9b8d-4e7f-a6b5-c4d3e2f1a0b9"
+ATTEMPT_EXAMPLE: dict[str, Any] = {
+    "id": "8a7b6c5d-4e3f-4a1b-9c8d-7e6f5a4b3c2d",
+    "deliveryId": _DELIVERY_ID,
+    "eventId": "1f2e3d4c-5b6a-4978-8e9f-a0b1c2d3e4f5",
+    "event": "voice.inbound",
+    "executionStatus": "failed",
+    "attempt": 2,
+    "createdAt": "2026-11-24T09:30:35.250000Z",
+    "durationMs": 10003,
+    "responseStatusCode": None,
+    "error": "timeout",
+    "responseBody": None,
+    "requestId": _DELIVERY_ID,
+    "attemptCount": 2,
+    "httpStatusCode": None,
+}
+DELIVERY_EXAMPLE: dict[str, Any] = {
+    "id": _DELIVERY_ID,
+    "eventId": "1f2e3d4c-5b6a-4978-8e9f-a0b1c2d3e4f5",
+    "state": "pending",
+    "attempts": 2,
+    "nextAttemptAt": "2026-11-24T09:32:35Z",
+    "createdAt": "2026-11-24T09:30:00.123456Z",
+    "error": None,
+}
+
+
 class AttemptOut(CamelModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [ATTEMPT_EXAMPLE]})
+
     id: uuid.UUID
     delivery_id: uuid.UUID
     event_id: uuid.UUID
@@ -25,14 +55,28 @@ class AttemptOut(CamelModel):
     response_status_code: int | None
     error: str | None
     response_body: str | None = Field(description="First 2 KiB of the answer, as text.")
+    # The same facts under Bird's names, for clients written for Bird.
+    request_id: uuid.UUID = Field(description="Bird's name of `deliveryId`.")
+    attempt_count: int = Field(description="Bird's name of `attempt`.")
+    http_status_code: int | None = Field(description="Bird's name of `responseStatusCode`.")
 
 
 class AttemptPage(CamelModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"results": [ATTEMPT_EXAMPLE]}]})
+
     results: list[AttemptOut]
     next_page_token: str | None = None
 
 
+class AttemptDetails(CamelModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"results": [ATTEMPT_EXAMPLE]}]})
+
+    results: list[AttemptOut] = Field(description="Every attempt of the delivery, newest first.")
+
+
 class DeliveryOut(CamelModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [DELIVERY_EXAMPLE]})
+
     id: uuid.UUID
     event_id: uuid.UUID
     state: DeliveryState
@@ -45,17 +89,25 @@ class DeliveryOut(CamelModel):
 
 
 class DeliveryPage(CamelModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"results": [DELIVERY_EXAMPLE]}]})
+
     results: list[DeliveryOut]
     next_page_token: str | None = None
 
 
 class RecoverIn(CamelModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"since": "2026-11-24T00:00:00Z"}]})
+
     since: Timestamp = Field(description="RFC 3339; failed deliveries created since then.")
 
 
 class RecoverOut(CamelModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"requeued": 3}]})
+
     requeued: int
 
 
 class TestOut(CamelModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"deliveryId": _DELIVERY_ID}]})
+
     delivery_id: uuid.UUID

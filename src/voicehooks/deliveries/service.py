@@ -16,6 +16,7 @@ from voicehooks.api.problems import Conflict, NotFound, invalid_field
 from voicehooks.db.models import Attempt, Delivery, Subscription
 from voicehooks.deliveries.repository import DeliveryRepository
 from voicehooks.deliveries.schemas import (
+    AttemptDetails,
     AttemptOut,
     AttemptPage,
     DeliveryOut,
@@ -43,6 +44,9 @@ def attempt_out(row: Attempt) -> AttemptOut:
         response_status_code=row.response_status_code,
         error=row.error,
         response_body=row.response_body,
+        request_id=row.delivery_id,
+        attempt_count=row.attempt,
+        http_status_code=row.response_status_code,
     )
 
 
@@ -80,6 +84,18 @@ async def attempt_logs(
         else None
     )
     return AttemptPage(results=[attempt_out(row) for row in rows[:limit]], next_page_token=token)
+
+
+async def attempt_details(
+    session: AsyncSession, scope: WorkspaceScope, subscription_id: uuid.UUID, delivery_id: uuid.UUID
+) -> AttemptDetails:
+    """Bird's log details: every attempt of one delivery (its `requestId`) of the subscription."""
+    await get_subscription(session, scope, subscription_id)
+    repository = DeliveryRepository(session)
+    if not await repository.delivery_exists(subscription_id, delivery_id):
+        raise NotFound("no such delivery")
+    rows = await repository.attempts_of(subscription_id, delivery_id)
+    return AttemptDetails(results=[attempt_out(row) for row in rows])
 
 
 async def deliveries(

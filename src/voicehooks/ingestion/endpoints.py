@@ -4,15 +4,23 @@ import hmac
 from typing import Annotated
 
 import structlog
-from fastapi import APIRouter, Depends, Security, status
+from fastapi import APIRouter, Body, Depends, Security, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from voicehooks.api.dependencies import SessionDep, SettingsDep, Unauthorized
-from voicehooks.api.problems import PROBLEM_RESPONSES
+from voicehooks.api.problems import BODY_RESPONSES, PROBLEM_RESPONSES
+from voicehooks.api.routing import AuthenticateFirstRoute
 from voicehooks.ingestion import service
-from voicehooks.ingestion.schemas import BatchResult, EventBatchIn, EventIn, IngestResult
+from voicehooks.ingestion.schemas import (
+    EVENT_EXAMPLE,
+    BatchResult,
+    EventBatchIn,
+    EventIn,
+    IngestResult,
+)
 
 _bearer = HTTPBearer(scheme_name="IngestToken", auto_error=False)
+BEARER_CHALLENGE = 'Bearer realm="voicehooks-ingestion"'
 
 
 async def require_ingest_token(
@@ -20,20 +28,30 @@ async def require_ingest_token(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
 ) -> None:
     expected = settings.ingest_token
-    if expected is None or credentials is None:
-        raise Unauthorized()
+    if expected is None:
+        raise Unauthorized(
+            "ingestion is disabled: the server has no VOICEHOOKS_INGEST_TOKEN", BEARER_CHALLENGE
+        )
+    if credentials is None:
+        raise Unauthorized(
+            "send the header `Authorization: Bearer <ingest token>`", BEARER_CHALLENGE
+        )
     if not hmac.compare_digest(
         credentials.credentials.encode("utf-8", "surrogatepass"),
         expected.get_secret_value().encode(),
     ):
-        raise Unauthorized()
+        raise Unauthorized(
+            "this bearer token is not the ingest token (VOICEHOOKS_INGEST_TOKEN)",
+            BEARER_CHALLENGE + ', error="invalid_token"',
+        )
 
 
 router = APIRouter(
     prefix="/internal/v1",
     tags=["ingestion"],
+    route_class=AuthenticateFirstRoute,
     dependencies=[Depends(require_ingest_token)],
-    responses=PROBLEM_RESPONSES,
+    responses={**PROBLEM_RESPONSES, **BODY_RESPONSES},
 )
 
 
@@ -42,8 +60,18 @@ router = APIRouter(
     status_code=status.HTTP_202_ACCEPTED,
     response_model=IngestResult,
     summary="Report one call-status change",
+    operation_id="ingestEvent",
 )
-async def ingest_event(body: EventIn, session: SessionDep) -> IngestResult:
+async def ingest_event(
+    body: Annotated[
+        EventIn,
+        Body(openapi_examples={"ringing": {"summary": "A call rings", "value": EVENT_EXAMPLE}}),
+    ],
+    session: SessionDep,
+) -> IngestResult:
+    """Store the event and one delivery per matching subscription, in one commit, before
+    answering 202. A repeated `id` in the workspace answers the original result with
+    `duplicate: true`."""
     (result,) = await service.ingest(session, [body])
     structlog.contextvars.bind_contextvars(
         workspace_id=str(body.workspace_id), event_id=str(result.id)
@@ -56,8 +84,33 @@ async def ingest_event(body: EventIn, session: SessionDep) -> IngestResult:
     status_code=status.HTTP_202_ACCEPTED,
     response_model=BatchResult,
     summary="Report up to 1000 call-status changes at once",
+    operation_id="ingestEvents",
 )
-async def ingest_batch(body: EventBatchIn, session: SessionDep) -> BatchResult:
+async def ingest_batch(
+    body: Annotated[
+        EventBatchIn,
+        Body(
+            openapi_examples={
+                "two": {
+                    "summary": "A call rings, then is answered",
+                    "value": {
+                        "events": [
+                            EVENT_EXAMPLE,
+                            {
+                                **EVENT_EXAMPLE,
+                                "id": "platform-event-0002",
+                                "payload": {**EVENT_EXAMPLE["payload"], "status": "ongoing"},
+                            },
+                        ]
+                    },
+                }
+            }
+        ),
+    ],
+    session: SessionDep,
+) -> BatchResult:
+    """As one event each, in one commit: one result per item, in order; an invalid item
+    fails the whole batch (422, `errors[].field` names its index)."""
     results = await service.ingest(session, body.events, batch=True)
     structlog.contextvars.bind_contextvars(
         workspace_ids=sorted({str(item.workspace_id) for item in body.events}),

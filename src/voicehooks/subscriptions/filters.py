@@ -1,11 +1,15 @@
 """Event filter rules (SPEC §2): which `channelId`/`status` filters a subscription may have."""
 
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from voicehooks.api.problems import FieldError
 from voicehooks.voice import CALL_STATUSES
+
+# The UUID form JSON Schema's `format: uuid` names (uuid.UUID also takes braces, URNs...).
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 @dataclass(frozen=True)
@@ -35,9 +39,9 @@ def parse_filters(
             if channel_id is not None:
                 errors.append(FieldError(field=f"{where}.key", message="at most one channelId"))
                 continue
-            try:
+            if _UUID.fullmatch(value):
                 channel_id = uuid.UUID(value)
-            except ValueError:
+            else:
                 errors.append(FieldError(field=f"{where}.value", message="must be a UUID"))
         elif key == "status":
             if value not in allowed_statuses:

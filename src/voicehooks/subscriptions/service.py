@@ -106,7 +106,8 @@ async def create_subscription(
     settings: Settings,
     key_ring: KeyRing,
 ) -> SubscriptionOut:
-    filters = _filter_set(body.event, body.event_filters)
+    event_filters = body.event_filters or []
+    filters = _filter_set(body.event, event_filters)
     host = await _target_host(body.url, settings)
     repository = SubscriptionRepository(session)
     await _check_identical_limit(repository, scope.workspace_id, body.event, filters)
@@ -124,7 +125,7 @@ async def create_subscription(
         signing_key=key_ring.encrypt(key, bound_to=subscription_id),
         signing_key_hint=signing_key_hint(key),
         previous_signing_keys=[],
-        event_filters=_filters_json(body.event_filters),
+        event_filters=_filters_json(event_filters),
         channel_id=filters.channel_id,
         statuses=list(filters.statuses),
         template=body.template,
@@ -202,7 +203,8 @@ def _rotated_keys(
     return still_valid
 
 
-_NOT_NULLABLE = ("url", "signing_key", "status", "event_filters")
+# eventFilters may be null: no filters, as with Bird; template may be null: none.
+_NOT_NULLABLE = ("url", "signing_key", "status")
 
 
 async def update_subscription(
@@ -236,8 +238,9 @@ async def update_subscription(
         _decrypt(key_ring, subscription.signing_key, subscription) if new_key is not None else None
     )
 
-    if body.event_filters is not None:
-        filters = _filter_set(subscription.event, body.event_filters)
+    if "event_filters" in changed:
+        event_filters = body.event_filters or []
+        filters = _filter_set(subscription.event, event_filters)
         if (filters.channel_id, list(filters.statuses)) != (
             subscription.channel_id,
             subscription.statuses,
@@ -245,7 +248,7 @@ async def update_subscription(
             await _check_identical_limit(
                 repository, scope.workspace_id, subscription.event, filters, subscription.id
             )
-        subscription.event_filters = _filters_json(body.event_filters)
+        subscription.event_filters = _filters_json(event_filters)
         subscription.channel_id = filters.channel_id
         subscription.statuses = list(filters.statuses)
     if new_host is not None:
