@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 import voicehooks
-from tests.conftest import new_database
+from tests.conftest import TEST_ENCRYPTION_KEY, new_database
 from tests.operations_helpers import free_port, run_voicehooks, spawn_voicehooks
 from tests.support import wait_until
 
@@ -58,7 +58,9 @@ def _with_a_password(url: str) -> tuple[str, str]:
 async def test_migrate_says_what_it_did_and_where_without_the_password(server_url):
     async with new_database(server_url, "voicehooks_cli_migrate") as fresh:
         url, password = _with_a_password(fresh)
-        env = _environment(VOICEHOOKS_DATABASE_URL=url)
+        env = _environment(
+            VOICEHOOKS_DATABASE_URL=url, VOICEHOOKS_ENCRYPTION_KEYS=TEST_ENCRYPTION_KEY
+        )
         where = f"{make_url(fresh).host}:{make_url(fresh).port}/{make_url(fresh).database}"
 
         code, stdout, stderr = await run_voicehooks(env, "migrate", timeout=60)
@@ -80,7 +82,9 @@ async def test_serve_says_where_it_listens(database_url, tmp_path):
     log = tmp_path / "serve.err"
     with log.open("wb") as stderr:
         serve = await spawn_voicehooks(
-            _environment(VOICEHOOKS_DATABASE_URL=url),
+            _environment(
+                VOICEHOOKS_DATABASE_URL=url, VOICEHOOKS_ENCRYPTION_KEYS=TEST_ENCRYPTION_KEY
+            ),
             "serve",
             "--port",
             str(port),

@@ -21,7 +21,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.conftest import INGEST_TOKEN
+from tests.conftest import INGEST_TOKEN, TEST_ENCRYPTION_KEY
 from tests.operations_helpers import running_api, wait_for_readyz
 from tests.subscriptions_helpers import PROBLEM_JSON, SUBSCRIPTION_FIELDS
 from tests.support import SEED_BODY, create_subscription
@@ -43,6 +43,12 @@ PUBLIC_OPERATIONS = {
     (ONE + "/deliveries/{deliveryId}/retry", "post"): ("retryDelivery", None, "202", "DeliveryOut"),
     (ONE + "/recover", "post"): ("recoverDeliveries", "RecoverIn", "202", "RecoverOut"),
     (ONE + "/test", "post"): ("sendTestEvent", None, "202", "TestOut"),
+    ("/organizations/{organizationId}/workspaces/{workspaceId}/portal-sessions", "post"): (
+        "createPortalSession",
+        "PortalSessionCreate",
+        "201",
+        "PortalSessionOut",
+    ),
 }
 INTERNAL_OPERATIONS = {
     ("/internal/v1/events", "post"): ("ingestEvent", "EventIn", "202", "IngestResult"),
@@ -379,7 +385,11 @@ async def test_schemathesis_with_every_check_finds_nothing(database_url, tenant,
     )
     # Production target rules (https only, no internal address): no VOICEHOOKS_ALLOW_* here.
     env = {key: value for key, value in os.environ.items() if not key.startswith("VOICEHOOKS_")}
-    env.update(VOICEHOOKS_DATABASE_URL=database_url, VOICEHOOKS_INGEST_TOKEN=INGEST_TOKEN)
+    env.update(
+        VOICEHOOKS_DATABASE_URL=database_url,
+        VOICEHOOKS_INGEST_TOKEN=INGEST_TOKEN,
+        VOICEHOOKS_ENCRYPTION_KEYS=TEST_ENCRYPTION_KEY,
+    )
     async with running_api(env, tmp_path / "api.log") as api:
         await wait_for_readyz(api)
         tool_env = {
@@ -423,6 +433,7 @@ PUBLIC_MODULES = {
     "retry_delivery",
     "recover_deliveries",
     "send_test_event",
+    "create_portal_session",
     "get_health",
     "get_readiness",
     "get_metrics",

@@ -198,6 +198,7 @@ PUBLIC_TAGS = [
         "name": "deliveries",
         "description": "What was sent to a subscription, and sending it again.",
     },
+    {"name": "portal", "description": "One-time links into the customer portal (SPEC §6)."},
     {"name": "operations", "description": "Health, readiness and metrics."},
 ]
 INTERNAL_TAGS = [

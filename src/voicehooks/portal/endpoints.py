@@ -5,7 +5,8 @@ from typing import Annotated
 from fastapi import APIRouter, Body, status
 
 from voicehooks.api.dependencies import ScopeDep, SessionDep, SettingsDep
-from voicehooks.api.problems import PROBLEM_RESPONSES
+from voicehooks.api.problems import BODY_RESPONSES, PROBLEM_RESPONSES
+from voicehooks.api.routing import AuthenticateFirstRoute
 from voicehooks.portal import sessions
 from voicehooks.portal.pages import router as pages_router
 from voicehooks.portal.schemas import PortalSessionCreate, PortalSessionOut
@@ -14,6 +15,7 @@ from voicehooks.subscriptions.service import get_subscription
 api_router = APIRouter(
     prefix="/organizations/{organizationId}/workspaces/{workspaceId}",
     tags=["portal"],
+    route_class=AuthenticateFirstRoute,
     responses=PROBLEM_RESPONSES,
 )
 
@@ -22,17 +24,35 @@ api_router = APIRouter(
     "/portal-sessions",
     status_code=status.HTTP_201_CREATED,
     response_model=PortalSessionOut,
+    responses=BODY_RESPONSES,
     summary="A one-time link into the customer portal",
+    operation_id="createPortalSession",
 )
 async def create_portal_session(
     scope: ScopeDep,
     session: SessionDep,
     settings: SettingsDep,
-    body: Annotated[PortalSessionCreate | None, Body()] = None,
+    body: Annotated[
+        PortalSessionCreate,
+        Body(
+            openapi_examples={
+                "workspace": {
+                    "summary": "The whole workspace, for an hour",
+                    "value": {"expiresIn": 3600},
+                },
+                "one subscription, read-only": {
+                    "summary": "One subscription, look only",
+                    "value": {
+                        "subscriptionId": "3f7d2a4e-5b7c-4d1e-9a2b-6c8d0e1f2a3b",
+                        "readOnly": True,
+                    },
+                },
+            }
+        ),
+    ] = PortalSessionCreate(),  # no body: every default
 ) -> PortalSessionOut:
     """The link opens a browser session of this workspace (or of one subscription); it works
     once, until `expiresAt`, when the session ends too."""
-    body = body or PortalSessionCreate()
     if body.subscription_id is not None:
         await get_subscription(session, scope, body.subscription_id)  # 404 when not here
     link = await sessions.issue(
