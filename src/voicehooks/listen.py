@@ -358,13 +358,14 @@ def _replay(listener: Listener, path: Path) -> int:
 
 
 def listen(
-    port: Annotated[int, typer.Option(metavar="PORT", help="Port to listen on.")] = 9000,
+    port: Annotated[int, typer.Option("--port", metavar="PORT", help="Port to listen on.")] = 9000,
     host: Annotated[
-        str, typer.Option(metavar="HOST", help="Interface to listen on.")
+        str, typer.Option("--host", metavar="HOST", help="Interface to listen on.")
     ] = "127.0.0.1",
     key: Annotated[
         list[str] | None,
         typer.Option(
+            "--key",
             metavar="KEY",
             help="A subscription's signing key; repeat for several (a rotation). "
             "Every delivery is verified with them.",
@@ -373,6 +374,7 @@ def listen(
     forward_to: Annotated[
         str | None,
         typer.Option(
+            "--forward-to",
             metavar="URL",
             help="Relay each delivery (exact body and headers) to your app at this URL "
             "and answer what the app answers.",
@@ -381,6 +383,7 @@ def listen(
     respond: Annotated[
         int | None,
         typer.Option(
+            "--respond",
             metavar="STATUS",
             min=200,
             max=599,
@@ -391,12 +394,16 @@ def listen(
     delay: Annotated[
         float,
         typer.Option(
-            metavar="S", min=0, help="Seconds to wait before answering (to watch timeouts)."
+            "--delay",
+            metavar="S",
+            min=0,
+            help="Seconds to wait before answering (to watch timeouts).",
         ),
     ] = 0.0,
     save: Annotated[
         Path | None,
         typer.Option(
+            "--save",
             metavar="DIR",
             file_okay=False,
             help="Save each raw request as a file in this directory.",
@@ -405,6 +412,7 @@ def listen(
     replay: Annotated[
         Path | None,
         typer.Option(
+            "--replay",
             metavar="FILE",
             exists=True,
             dir_okay=False,
@@ -415,6 +423,7 @@ def listen(
     public_url: Annotated[
         str | None,
         typer.Option(
+            "--public-url",
             metavar="URL",
             help="The scheme and host of the subscription's URL when it is not this "
             "listener's own (a tunnel, a proxy): Bird's signature covers the URL.",

@@ -129,21 +129,27 @@ def trigger(
     event: Annotated[str, typer.Argument(help="voice.inbound or voice.outbound.")],
     workspace: Annotated[
         str,
-        typer.Option(metavar="UUID", help="The workspace's id (`voicehooks bootstrap` prints it)."),
+        typer.Option(
+            "--workspace",
+            metavar="UUID",
+            help="The workspace's id (`voicehooks bootstrap` prints it).",
+        ),
     ],
     status: Annotated[
         str | None,
         typer.Option(
+            "--status",
             metavar="STATUS",
             help="The call status (default ringing); with --call, how the call ends "
             "(default completed).",
         ),
     ] = None,
     channel: Annotated[
-        str, typer.Option(metavar="UUID", help="The channel's id (a UUID).")
+        str, typer.Option("--channel", metavar="UUID", help="The channel's id (a UUID).")
     ] = EXAMPLE_CHANNEL,
     call_id: Annotated[
-        str | None, typer.Option(metavar="ID", help="The call's id (default: a new one).")
+        str | None,
+        typer.Option("--call-id", metavar="ID", help="The call's id (default: a new one)."),
     ] = None,
     call: Annotated[
         bool,
@@ -154,7 +160,7 @@ def trigger(
         ),
     ] = False,
     url: Annotated[
-        str, typer.Option(metavar="URL", help="The service's base URL.")
+        str, typer.Option("--url", metavar="URL", help="The service's base URL.")
     ] = "http://127.0.0.1:8000",
     json_lines: Annotated[
         bool, typer.Option("--json", help="Each ingestion result as one JSON object per line.")
