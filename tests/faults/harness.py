@@ -56,6 +56,15 @@ SIX_MATCHING_FILTERS: list[list[dict[str, str]] | None] = [
 ]
 
 
+async def holds_within(condition: Callable[[], Awaitable[bool]], timeout: float) -> bool:
+    """Whether `condition` comes true within `timeout` seconds (polled every 0.1 s)."""
+    try:
+        await wait_until(condition, timeout=timeout, interval=0.1)
+    except AssertionError:
+        return False
+    return True
+
+
 def bounded(seconds: float) -> Callable[[Callable[P, Awaitable[T]]], Callable[P, Awaitable[T]]]:
     """Fail an async test that runs longer than `seconds` (its waits are bounded too)."""
 

@@ -34,6 +34,7 @@ from tests.faults.harness import (
     deliveries_received,
     delivery_ids_of,
     embedded_database,
+    holds_within,
     inbound_event,
     log_levels,
     tracebacks,
@@ -47,6 +48,7 @@ CONNECTIONS = 8  # keep-alive connections of the load generator
 OUTAGE = 3.0  # s
 AFTER_RESTORE = 4.0  # s of load after the database is back
 RESUME_BOUND = 5.0  # s from restore to the first delivery (SPEC's target: about 2 s)
+RECORD_BOUND = 15.0  # s for the outcomes to be recorded once everything arrived
 
 
 def _is_problem_503(status: int | None, headers: dict[str, str], body: object) -> bool:
@@ -225,6 +227,29 @@ async def outage_under_load(
     except AssertionError:
         missing = wanted - set(deliveries_received(receiver.requests))
         findings.check(False, f"{len(missing)} deliveries of accepted events never arrived")
+    # Every outcome recorded (what the deliveries API shows), each delivery sent once: the
+    # outage was shorter than a lease, so whatever was in flight is recorded after it.
+    db = await asyncpg.connect(libpq_url(database_url))
+    try:
+
+        async def all_recorded() -> bool:
+            pending = await db.fetchval(
+                "SELECT count(*) FROM deliveries WHERE state <> 'succeeded'"
+            )
+            return int(pending) == 0
+
+        recorded = await holds_within(all_recorded, RECORD_BOUND)
+        unrecorded = await db.fetchval("SELECT count(*) FROM deliveries WHERE state <> 'succeeded'")
+    finally:
+        await db.close()
+    findings.check(
+        recorded,
+        f"{unrecorded} deliveries not recorded as succeeded {RECORD_BOUND} s after they "
+        "arrived (the dispatcher sends but does not record)",
+    )
+    duplicates = sum(n - 1 for n in deliveries_received(receiver.requests).values())
+    findings.record("duplicates", duplicates)
+    findings.check(duplicates == 0, f"{duplicates} deliveries sent more than once")
     sent_ids = {a.client_ids[0] for a in answers}
     accepted_ids = {a.client_ids[0] for a in accepted}
     findings.check(

@@ -32,6 +32,7 @@ from tests.faults.harness import (
     deliveries_received,
     events_short_of_deliveries,
     events_without_all,
+    holds_within,
     inbound_event,
 )
 from tests.support import Receiver, Reply, Tenant, wait_until
@@ -279,9 +280,8 @@ async def test_kill_worker_during_delivery(
         )
         return int(done) == len(event_ids)
 
-    findings.check(
-        await _within(all_succeeded, 40), "not every accepted event was delivered after the kill"
-    )
+    delivered = await holds_within(all_succeeded, 40)
+    findings.check(delivered, "not every accepted event was delivered after the kill")
     delivery_ids = {str(r["id"]) for r in await db.fetch("SELECT id FROM deliveries")}
     received = deliveries_received(receiver.requests)
     findings.check(
@@ -300,11 +300,3 @@ async def test_kill_worker_during_delivery(
         f"deliveries sent more than twice: {[n for n in duplicated.values() if n > 2]}",
     )
     findings.assert_all()
-
-
-async def _within(condition: Callable[[], Awaitable[bool]], timeout: float) -> bool:
-    try:
-        await wait_until(condition, timeout=timeout, interval=0.1)
-    except AssertionError:
-        return False
-    return True
