@@ -369,16 +369,19 @@ class Service:
         code = await asyncio.wait_for(self.process.wait(), 10)
         assert code == -signal.SIGKILL, code
 
-    async def stop(self) -> None:
-        """SIGTERM (SIGKILL after 20 s); nothing if it is not running."""
+    async def stop(self, timeout: float = 20.0) -> bool:
+        """SIGTERM, then SIGKILL after `timeout` s; whether it stopped on SIGTERM (True too
+        when it was not running)."""
         if self.process is None or self.process.returncode is not None:
-            return
+            return True
         self.process.send_signal(signal.SIGTERM)
         try:
-            await asyncio.wait_for(self.process.wait(), 20)
+            await asyncio.wait_for(self.process.wait(), timeout)
         except TimeoutError:
             self.process.kill()
             await self.process.wait()
+            return False
+        return True
 
 
 def tracebacks(log: str) -> list[str]:

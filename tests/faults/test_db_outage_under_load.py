@@ -271,7 +271,8 @@ async def outage_under_load(
     )
 
     # -- the server's log --
-    await serve.stop()
+    stopped = await serve.stop()
+    findings.check(stopped, "serve did not stop within 20 s of SIGTERM after the outage")
     log = serve.log()
     entries = serve.log_entries()
     traces = tracebacks(log)
