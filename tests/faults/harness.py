@@ -249,7 +249,7 @@ class EmbeddedDatabase:
         pipes: the server it starts would inherit and hold a pipe open.)"""
         command = [str(self.server.bin_path / "pg_ctl"), "-w", "-D", str(self.server.pgdata)]
         with tempfile.TemporaryFile("w+") as output:
-            result = subprocess.run(  # noqa: S603
+            result = subprocess.run(
                 [*command, *args],
                 stdout=output,
                 stderr=output,
