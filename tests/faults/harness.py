@@ -393,10 +393,19 @@ class Service:
 
 
 def tracebacks(log: str) -> list[str]:
-    """Tracebacks in a process's output, as Python prints them or structlog renders them."""
-    found = [line for line in log.splitlines() if line.startswith("Traceback")]
-    found += [line for line in log.splitlines() if '"exception":' in line]
+    """Tracebacks in a process's output: as Python prints them, in the box typer (rich) draws
+    around them, or in a JSON line of structlog's."""
+    lines = log.splitlines()
+    found = [line for line in lines if "Traceback (most recent call last)" in line]
+    found += [line for line in lines if line.startswith("{") and '"exception":' in line]
     return found
+
+
+def not_json(log: str, limit: int = 40) -> str:
+    """The first lines of a process's output that are not its JSON log lines (what Python or
+    a library printed, such as a traceback): for a failure message."""
+    lines = [line for line in log.splitlines() if line.strip() and not line.startswith("{")]
+    return "\n".join(lines[:limit])
 
 
 def log_levels(entries: Iterable[dict[str, Any]], *levels: str) -> list[dict[str, Any]]:

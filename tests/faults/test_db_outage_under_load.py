@@ -37,6 +37,7 @@ from tests.faults.harness import (
     holds_within,
     inbound_event,
     log_levels,
+    not_json,
     tracebacks,
 )
 from tests.support import Receiver, Tenant, bootstrap_tenant, wait_until
@@ -277,7 +278,7 @@ async def outage_under_load(
     entries = serve.log_entries()
     traces = tracebacks(log)
     findings.record("tracebacks", len(traces))
-    findings.check(not traces, f"{len(traces)} tracebacks in the server's output: {traces[:2]}")
+    findings.check(not traces, f"{len(traces)} tracebacks in the server's output:\n{not_json(log)}")
     errors = log_levels(entries, "error", "critical", "exception")
     findings.check(not errors, f"{len(errors)} ERROR lines for the outage: {errors[:2]}")
     warnings = log_levels(entries, "warning")
