@@ -6,7 +6,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import httpx
 from aiohttp import web
@@ -37,17 +37,29 @@ class Tenant:
         return f"{self.subscriptions}/{subscription_id}"
 
 
+@overload
 async def wait_until(
-    condition: Callable[[], Awaitable[T] | T], *, timeout: float = 10.0, interval: float = 0.02
-) -> T:
+    condition: Callable[[], Awaitable[T]], *, timeout: float = ..., interval: float = ...
+) -> T: ...
+
+
+@overload
+async def wait_until(
+    condition: Callable[[], T], *, timeout: float = ..., interval: float = ...
+) -> T: ...
+
+
+async def wait_until(
+    condition: Callable[[], Any], *, timeout: float = 10.0, interval: float = 0.02
+) -> Any:
     """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         result = condition()
         if asyncio.iscoroutine(result) or isinstance(result, Awaitable):
-            result = await result  # type: ignore[misc]
+            result = await result
         if result:
-            return result  # type: ignore[return-value]
+            return result
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         await asyncio.sleep(interval)
