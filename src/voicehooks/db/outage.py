@@ -19,6 +19,8 @@ DRIVER_ERRORS: tuple[type[Exception], ...] = (
     OSError,
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
+    # A connection asyncpg finds in a broken state (the dispatcher then drops it).
+    asyncpg.InternalClientError,
 )
 # The same through SQLAlchemy, which wraps them (or times out waiting for a pooled connection).
 DATABASE_ERRORS: tuple[type[Exception], ...] = (

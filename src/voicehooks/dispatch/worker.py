@@ -12,6 +12,7 @@ import math
 import time
 import uuid
 from collections import Counter, deque
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import asyncpg
@@ -117,7 +118,7 @@ class Dispatcher:
         background = [
             asyncio.create_task(self._listen(), name="listen"),
             asyncio.create_task(self._housekeeping(), name="housekeeping"),
-            asyncio.create_task(counters.flush_forever(self._pool.acquire), name="metrics"),
+            asyncio.create_task(counters.flush_forever(self._connection), name="metrics"),
         ]
         recorder = asyncio.create_task(self._record_loop(), name="record")
         log.info("dispatcher_started", max_in_flight=self.settings.max_in_flight)
@@ -138,11 +139,25 @@ class Dispatcher:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
             with contextlib.suppress(Exception):
-                async with self._pool.acquire() as connection:
+                async with self._connection() as connection:
                     await counters.flush(connection)
             await self.sender.close()
             await self._pool.close()
             log.info("dispatcher_stopped")
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection; one that asyncpg finds left mid-operation is never reused."""
+        assert self._pool is not None
+        async with self._pool.acquire() as connection:
+            try:
+                yield connection
+            except asyncpg.InternalClientError:
+                # Seen after a database restart: the connection says another operation is
+                # in progress, and would say so to every later statement. The pool opens a
+                # new one in its place.
+                connection.terminate()
+                raise
 
     # -- claiming ---------------------------------------------------------------------------
 
@@ -164,7 +179,7 @@ class Dispatcher:
             claim_started = time.monotonic()
             if requested > 0:
                 try:
-                    async with self._pool.acquire() as connection:
+                    async with self._connection() as connection:
                         claimed = await repository.claim(
                             connection,
                             limit=requested,
@@ -174,6 +189,12 @@ class Dispatcher:
                         )
                 except DRIVER_ERRORS as exc:
                     self._database_fault("claim", exc)
+                    await self._sleep(RECONNECT_DELAY)
+                    continue
+                except Exception:
+                    # A bug must not stop dispatching: what it leased comes back after the
+                    # lease, and the next claim tries again.
+                    log.exception("claim_crashed")
                     await self._sleep(RECONNECT_DELAY)
                     continue
                 outages.succeeded()
@@ -381,7 +402,7 @@ class Dispatcher:
         while self._results:
             batch, self._results = self._results, []
             try:
-                async with self._pool.acquire() as connection:
+                async with self._connection() as connection:
                     disabled, released = await repository.record_attempts(
                         connection,
                         batch,
@@ -413,7 +434,7 @@ class Dispatcher:
         if not unsent:
             return
         try:
-            async with self._pool.acquire() as connection:
+            async with self._connection() as connection:
                 await repository.release_claims(connection, unsent)
         except DRIVER_ERRORS as exc:
             self._database_fault("release", exc)
@@ -471,7 +492,7 @@ class Dispatcher:
         last_purge = 0.0
         while not self._stopping.is_set():
             try:
-                async with self._pool.acquire() as connection:
+                async with self._connection() as connection:
                     if await repository.release_stranded(connection):
                         self._wake.set()
                     if time.monotonic() - last_purge >= self.settings.housekeeping_interval:
