@@ -123,6 +123,24 @@ def _parse_time(value: str, offset: str, field: str) -> datetime:
 # -- entering and leaving -----------------------------------------------------------------------
 
 
+async def _update(
+    request: Request,
+    scope: PortalScope,
+    session: AsyncSession,
+    subscription_id: uuid.UUID,
+    body: SubscriptionUpdate,
+) -> SubscriptionOut:
+    """A change through the subscriptions service, with the same rules as the API."""
+    return await subscriptions.update_subscription(
+        session,
+        workspace_of(scope),
+        subscription_id,
+        body,
+        settings_of(request),
+        key_ring_of(request),
+    )
+
+
 @router.get("")
 async def portal_root() -> Response:
     return _see_other("/portal/")
@@ -359,14 +377,7 @@ async def update_subscription(
     body = entered.update_body(subscription.url)
     if body is not None:
         try:
-            await subscriptions.update_subscription(
-                session,
-                workspace_of(scope),
-                subscription.id,
-                body,
-                settings_of(request),
-                key_ring_of(request),
-            )
+            await _update(request, scope, session, subscription.id, body)
         except InvalidInput as refused:
             entered.add_errors(refused.errors or [])
             if not refused.errors:
@@ -388,14 +399,8 @@ async def set_status(
     wanted = text_field(form, "status")
     if wanted not in ("active", "inactive"):
         raise PortalError(422, "Not valid", "status: must be active or inactive")
-    await subscriptions.update_subscription(
-        session,
-        workspace_of(scope),
-        subscription.id,
-        SubscriptionUpdate(status=wanted),  # type: ignore[arg-type]
-        settings_of(request),
-        key_ring_of(request),
-    )
+    wanted_status = SubscriptionUpdate(status=wanted)  # type: ignore[arg-type]
+    await _update(request, scope, session, subscription.id, wanted_status)
     notice = "enabled" if wanted == "active" else "disabled"
     return _see_other(f"/portal/subscriptions/{subscription.id}?notice={notice}")
 
@@ -415,14 +420,7 @@ async def rotate_key(
         return await _subscription_page(
             request, scope, session, subscription, errors={"signing_key": messages}, status_code=422
         )
-    updated = await subscriptions.update_subscription(
-        session,
-        workspace_of(scope),
-        subscription.id,
-        body,
-        settings_of(request),
-        key_ring_of(request),
-    )
+    updated = await _update(request, scope, session, subscription.id, body)
     if chosen:
         return _see_other(f"/portal/subscriptions/{subscription.id}?notice=rotated")
     return _verify_page(request, scope, updated, revealed_key=new_key, rotated=True)
