@@ -25,9 +25,9 @@ import uuid
 from collections.abc import Callable
 
 from voicehooks.dispatch.keys import SigningKeys
-from voicehooks.dispatch.repository import ClaimedDelivery
 from voicehooks.dispatch.signing import signature_headers
 from voicehooks.encryption import KeyRing
+from voicehooks.queue.claim import ClaimedDelivery
 
 BODY = (
     b'{"service":"channels","event":"voice.inbound","payload":{"id":"call-1",'

@@ -6,8 +6,10 @@ import pytest
 
 from tests.operations_helpers import AN_HOUR_LATER, delivery_of, ingest, wait_for_delivery
 from tests.support import Reply, call_event, create_subscription
-from voicehooks.dispatch import repository as dispatch
-from voicehooks.dispatch.repository import AttemptRecord
+from voicehooks.dispatch.recorder import record_batch
+from voicehooks.queue.claim import claim
+from voicehooks.queue.results import AttemptRecord
+from voicehooks.states import Verdict
 
 INACTIVE_ERROR = "subscription inactive"
 
@@ -184,19 +186,18 @@ async def test_a_success_recorded_with_a_failure_still_resets_the_clock(client, 
     for call_id in ("call-ok", "call-down"):
         await ingest(client, call_event(tenant.workspace_id, call_id=call_id))
     await _failing_for(db, sub, "6 days")
-    claimed = await dispatch.claim(db, limit=10, host_free={}, per_host=64, lease_seconds=30)
+    claimed = await claim(db, limit=10, host_free={}, per_host=64, lease_seconds=30)
     assert len(claimed) == 2
     now = datetime.now(UTC)
     ok, down = sorted(claimed, key=lambda delivery: delivery.call_id != "call-ok")
 
-    disabled, _ = await dispatch.record_attempts(
+    disabled, _ = await record_batch(
         db,
         [
-            AttemptRecord(ok, "succeeded", 0.0, now, 5, 200, None, "ok"),
-            AttemptRecord(down, "retry", 0.2, now, 5, 500, None, "down"),
+            AttemptRecord(ok, Verdict.SUCCEEDED, 0.0, now, 5, 200, None, "ok"),
+            AttemptRecord(down, Verdict.RETRY, 0.2, now, 5, 500, None, "down"),
         ],
         auto_disable_after=432000,
-        inactive_error=INACTIVE_ERROR,
     )
 
     assert disabled == []

@@ -113,13 +113,13 @@ async def test_backlog_gauges_show_what_is_due_and_not_sent(
     await ingest(client, call_event(tenant.workspace_id, call_id="one", status="ongoing"))
     scheduled = await ingest(client, call_event(tenant.workspace_id, call_id="two"))
     await db.execute(
-        "UPDATE deliveries SET next_attempt_at = now() - interval '42 seconds' "
-        "WHERE event_id = $1::uuid",
+        "UPDATE delivery_queue SET due_at = now() - interval '42 seconds' "
+        "WHERE delivery_id IN (SELECT id FROM deliveries WHERE event_id = $1::uuid)",
         due["id"],
     )
     await db.execute(
-        "UPDATE deliveries SET next_attempt_at = now() + interval '1 hour' "
-        "WHERE event_id = $1::uuid",
+        "UPDATE delivery_queue SET due_at = now() + interval '1 hour' "
+        "WHERE delivery_id IN (SELECT id FROM deliveries WHERE event_id = $1::uuid)",
         scheduled["id"],
     )
 

@@ -114,7 +114,7 @@ async def test_old_rows_are_purged_but_never_a_pending_delivery(
 
     # The pending delivery, however old, is still delivered when its time comes.
     receiver.reply(Reply(200))
-    await db.execute("UPDATE deliveries SET next_attempt_at = now() WHERE id = $1", pending[1])
+    await db.execute("UPDATE delivery_queue SET due_at = now() WHERE delivery_id = $1", pending[1])
     await wait_for_delivery(db, str(pending[0]), sub["id"], state="succeeded", attempts=2)
     assert receiver.requests[-1].json()["payload"]["id"] == "waiting"
 

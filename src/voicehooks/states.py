@@ -14,5 +14,13 @@ class DeliveryState(StrEnum):
     FAILED = "failed"
 
 
+class Verdict(StrEnum):
+    """What an attempt means for its delivery."""
+
+    SUCCEEDED = "succeeded"
+    RETRY = "retry"  # pending, due again after a delay
+    FAILED = "failed"  # final
+
+
 # Why the pending deliveries of a deactivated subscription ended without an attempt.
 INACTIVE_ERROR = "subscription inactive"

@@ -35,6 +35,11 @@ async def look_up_types(connection: asyncpg.Connection, statements: Iterable[str
         await connection.prepare(statement)
 
 
+def rows_affected(status: str) -> int:
+    """Rows a statement changed, from asyncpg's status string ("UPDATE 3")."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
 def create_engine(
     database_url: str, *, pool_size: int = API_POOL_SIZE, hot_statements: Sequence[str] = ()
 ) -> AsyncEngine:

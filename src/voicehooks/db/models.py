@@ -153,8 +153,7 @@ class Delivery(Base):
 
     __tablename__ = "deliveries"
     __table_args__ = (
-        Index("ix_deliveries_due", "next_attempt_at", postgresql_where=text("state = 'pending'")),
-        # Order per call: an earlier pending delivery of the same call holds the later ones.
+        # Order per call: the next delivery of a call to queue is its earliest pending one.
         Index(
             "ix_deliveries_call_order",
             "subscription_id",
@@ -200,13 +199,9 @@ class Delivery(Base):
     seq: Mapped[int] = mapped_column(BigInteger, Identity())
     state: Mapped[str] = mapped_column(server_default="pending")
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")
-    # When the next attempt is due; null while the delivery waits for an earlier delivery of
-    # the same call, and once it is final.
+    # When the next attempt is due, as customers see it; null while the delivery waits for an
+    # earlier delivery of the same call (it has no row in delivery_queue), and once it is final.
     next_attempt_at: Mapped[datetime | None]
-    # Set by a claim: the delivery is in flight until then; after it, any worker may claim it.
-    leased_until: Mapped[datetime | None]
-    # Set by a claim; a result is recorded only by the worker holding the current token.
-    claim_token: Mapped[uuid.UUID | None]
     # Null: the retry schedule decides. A number: final after that many (retry and recover).
     attempts_allowed: Mapped[int | None] = mapped_column(Integer)
     # Why a delivery ended without an attempt (e.g. "subscription inactive").
@@ -215,6 +210,33 @@ class Delivery(Base):
     updated_at: Mapped[datetime] = _created_at()
 
     event_row: Mapped[Event] = relationship(lazy="raise")
+
+
+class QueuedDelivery(Base):
+    """The hot table: the one delivery of each call that may be sent next (voicehooks.queue).
+
+    A row per (subscription, call) with pending work: the call's earliest pending delivery.
+    The rest of the call waits in `deliveries` and is queued when the one before it is final,
+    so the claim never searches for earlier deliveries, and never reads finished ones.
+    """
+
+    __tablename__ = "delivery_queue"
+    __table_args__ = (
+        # One head per call: the order-per-call rule, kept by the database.
+        UniqueConstraint("subscription_id", "call_id"),
+        # Per-host ready lists: the claim walks the hosts with room, each in due order.
+        Index("ix_delivery_queue_host_due", "target_host", "due_at"),
+        {"postgresql_with": {"fillfactor": "50"}},
+    )
+
+    delivery_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    subscription_id: Mapped[uuid.UUID]
+    call_id: Mapped[str]
+    target_host: Mapped[str]
+    # Due for a claim from then on; a claim moves it to the end of its lease.
+    due_at: Mapped[datetime]
+    # Set by a claim; a result is recorded only by the worker holding the current token.
+    claim_token: Mapped[uuid.UUID | None]
 
 
 class Attempt(Base):

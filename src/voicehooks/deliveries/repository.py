@@ -1,58 +1,18 @@
-"""Queries on deliveries and their attempts, as customers see and replay them."""
+"""Reads of deliveries and their attempts, as customers see them (the queue writes them)."""
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
 
-from sqlalchemy import case, exists, func, select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
 
 from voicehooks.db.keyset import Cursor, newest_first
 from voicehooks.db.models import Attempt, Delivery
-
-_earlier = aliased(Delivery)
-# A re-queued delivery rejoins the order of its call: it waits while an earlier one is pending.
-_REQUEUE_VALUES = {
-    "state": "pending",
-    "attempts_allowed": Delivery.attempts + 1,
-    "next_attempt_at": case(
-        (
-            exists().where(
-                _earlier.subscription_id == Delivery.subscription_id,
-                _earlier.call_id == Delivery.call_id,
-                _earlier.state == "pending",
-                _earlier.seq < Delivery.seq,
-            ),
-            None,
-        ),
-        else_=func.now(),
-    ),
-    "claim_token": None,
-    "leased_until": None,
-    "last_error": None,
-    "updated_at": func.now(),
-}
 
 
 class DeliveryRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
-
-    async def fail_pending(self, subscription_id: uuid.UUID, error: str) -> int:
-        result = await self.session.execute(
-            update(Delivery)
-            .where(Delivery.subscription_id == subscription_id, Delivery.state == "pending")
-            .values(
-                state="failed",
-                next_attempt_at=None,
-                claim_token=None,
-                leased_until=None,
-                last_error=error,
-                updated_at=func.now(),
-            )
-        )
-        return int(result.rowcount)  # type: ignore[attr-defined]
 
     async def attempts_page(
         self,
@@ -112,21 +72,3 @@ class DeliveryRepository:
             .where(Delivery.id == delivery_id, Delivery.subscription_id == subscription_id)
             .with_for_update()
         )
-
-    async def requeue_one(self, delivery_id: uuid.UUID) -> None:
-        """Exactly one more attempt, due now, outside the retry schedule."""
-        await self.session.execute(
-            update(Delivery).where(Delivery.id == delivery_id).values(_REQUEUE_VALUES)
-        )
-
-    async def requeue_failed_since(self, subscription_id: uuid.UUID, since: datetime) -> int:
-        result = await self.session.execute(
-            update(Delivery)
-            .where(
-                Delivery.subscription_id == subscription_id,
-                Delivery.state == "failed",
-                Delivery.created_at >= since,
-            )
-            .values(_REQUEUE_VALUES)
-        )
-        return int(result.rowcount)  # type: ignore[attr-defined]

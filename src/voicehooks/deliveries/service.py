@@ -13,6 +13,7 @@ from voicehooks.api.pagination import (
     encode_sequence_token,
 )
 from voicehooks.api.problems import Conflict, NotFound, invalid_field
+from voicehooks.db.engine import session_driver_connection
 from voicehooks.db.models import Attempt, Delivery, Subscription
 from voicehooks.deliveries.repository import DeliveryRepository
 from voicehooks.deliveries.schemas import (
@@ -26,6 +27,9 @@ from voicehooks.deliveries.schemas import (
 )
 from voicehooks.ingestion.repository import IngestionRepository, NewEvent
 from voicehooks.ingestion.service import delivery_body
+from voicehooks.queue import requeue
+from voicehooks.queue.enqueue import NewDelivery, enqueue
+from voicehooks.queue.wakeup import wake_dispatchers
 from voicehooks.subscriptions.service import get_subscription
 
 _TEST_DIRECTIONS = {"voice.inbound": "incoming", "voice.outbound": "outgoing"}
@@ -134,8 +138,9 @@ async def retry_delivery(
     _require_active(subscription)
     if delivery.state == "pending":
         raise Conflict("the delivery is still pending")
-    await repository.requeue_one(delivery.id)
-    await IngestionRepository(session).notify_dispatchers()
+    connection = await session_driver_connection(session)
+    await requeue.requeue_one(connection, delivery.id)
+    await wake_dispatchers(connection)
     await session.refresh(delivery)
     return delivery_out(delivery)
 
@@ -147,9 +152,10 @@ async def recover_failed(
     if since > datetime.now(UTC):
         raise invalid_field("since", "must not be in the future")
     _require_active(subscription)
-    requeued = await DeliveryRepository(session).requeue_failed_since(subscription_id, since)
+    connection = await session_driver_connection(session)
+    requeued = await requeue.requeue_failed_since(connection, subscription_id, since)
     if requeued:
-        await IngestionRepository(session).notify_dispatchers()
+        await wake_dispatchers(connection)
     return RecoverOut(requeued=requeued)
 
 
@@ -194,7 +200,8 @@ async def send_test_event(
             )
         ]
     )
-    await repository.insert_deliveries(
-        [(delivery_id, event_id, subscription.id, str(payload["id"]))]
+    await enqueue(
+        await session_driver_connection(session),
+        [NewDelivery(delivery_id, event_id, subscription.id, str(payload["id"]))],
     )
     return TestOut(delivery_id=delivery_id)

@@ -11,8 +11,8 @@ import uuid
 
 import structlog
 
-from voicehooks.dispatch.repository import ClaimedDelivery
 from voicehooks.encryption import KeyRing, UndecryptableError
+from voicehooks.queue.claim import ClaimedDelivery
 
 log = structlog.get_logger("voicehooks.dispatch")
 

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from enum import StrEnum
+
+from voicehooks.states import Verdict
 
 JITTER = 0.2
 MAX_RETRY_AFTER = 3600.0
@@ -42,12 +43,6 @@ def next_delay(
     if retry_after is not None:
         return max(scheduled, min(retry_after, MAX_RETRY_AFTER))
     return scheduled
-
-
-class Verdict(StrEnum):
-    SUCCEEDED = "succeeded"
-    RETRY = "retry"  # pending, due again after `Decision.retry_in`
-    FAILED = "failed"  # final
 
 
 @dataclass(frozen=True, slots=True)

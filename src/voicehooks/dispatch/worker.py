@@ -20,17 +20,11 @@ import structlog
 
 from voicehooks.config import Settings
 from voicehooks.db.engine import look_up_types
-from voicehooks.db.notifications import (
-    DELIVERIES_CHANNEL,
-    cancel_payload,
-    cancelled_subscription,
-)
 from voicehooks.db.outage import DRIVER_ERRORS, is_outage, outages
 from voicehooks.db.urls import libpq_url
-from voicehooks.dispatch import repository
 from voicehooks.dispatch.keys import UNDECRYPTABLE_ERROR, SigningKeys
-from voicehooks.dispatch.repository import AttemptRecord, ClaimedDelivery
-from voicehooks.dispatch.schedule import Verdict, decide
+from voicehooks.dispatch.recorder import record_batch
+from voicehooks.dispatch.schedule import decide
 from voicehooks.dispatch.sender import Outcome, Sender
 from voicehooks.observability.metrics import (
     ATTEMPTS,
@@ -39,7 +33,11 @@ from voicehooks.observability.metrics import (
     SUBSCRIPTIONS_AUTO_DISABLED,
     counters,
 )
-from voicehooks.states import INACTIVE_ERROR
+from voicehooks.queue import claim, results, upkeep
+from voicehooks.queue.claim import ClaimedDelivery
+from voicehooks.queue.results import AttemptRecord
+from voicehooks.queue.wakeup import DELIVERIES_CHANNEL, cancelled_subscription
+from voicehooks.states import Verdict
 
 log = structlog.get_logger("voicehooks.dispatch")
 
@@ -54,6 +52,10 @@ CLAIM_PAUSE = 0.005
 RECONNECT_DELAY = 1.0
 # Claim loop, recorder, housekeeping and the metrics flush each hold one at a time.
 POOL_SIZE = 4
+HOT_STATEMENTS = (*claim.HOT_STATEMENTS, *results.HOT_STATEMENTS, FLUSH_STATEMENT)
+# JIT pays off for long analytical queries only; on these short statements a stale estimate
+# can make it compile for hundreds of milliseconds.
+SESSION_SETTINGS = {"jit": "off"}
 
 
 async def _keep_session(_: asyncpg.Connection) -> None:
@@ -108,11 +110,9 @@ class Dispatcher:
             max_size=POOL_SIZE,
             max_inactive_connection_lifetime=0,
             max_queries=math.inf,
-            init=functools.partial(
-                look_up_types, statements=(*repository.HOT_STATEMENTS, FLUSH_STATEMENT)
-            ),
+            init=functools.partial(look_up_types, statements=HOT_STATEMENTS),
             reset=_keep_session,
-            server_settings=repository.SESSION_SETTINGS,
+            server_settings=SESSION_SETTINGS,
         )
         await self.sender.start()
         background = [
@@ -180,7 +180,7 @@ class Dispatcher:
             if requested > 0:
                 try:
                     async with self._connection() as connection:
-                        claimed = await repository.claim(
+                        claimed = await claim.claim(
                             connection,
                             limit=requested,
                             host_free=host_free,
@@ -403,19 +403,9 @@ class Dispatcher:
             batch, self._results = self._results, []
             try:
                 async with self._connection() as connection:
-                    disabled, released = await repository.record_attempts(
-                        connection,
-                        batch,
-                        auto_disable_after=self.settings.auto_disable_after,
-                        inactive_error=INACTIVE_ERROR,
+                    disabled, released = await record_batch(
+                        connection, batch, auto_disable_after=self.settings.auto_disable_after
                     )
-                    for subscription_id, _ in disabled:
-                        # Every worker (this one too, on the echo) drops what it holds of it.
-                        await connection.execute(
-                            "SELECT pg_notify($1, $2)",
-                            DELIVERIES_CHANNEL,
-                            cancel_payload(subscription_id),
-                        )
             except DRIVER_ERRORS as exc:
                 self._database_fault("record", exc)
                 self._results = batch + self._results
@@ -435,7 +425,7 @@ class Dispatcher:
             return
         try:
             async with self._connection() as connection:
-                await repository.release_claims(connection, unsent)
+                await claim.release_claims(connection, unsent)
         except DRIVER_ERRORS as exc:
             self._database_fault("release", exc)
 
@@ -493,11 +483,11 @@ class Dispatcher:
         while not self._stopping.is_set():
             try:
                 async with self._connection() as connection:
-                    if await repository.release_stranded(connection):
+                    if await upkeep.queue_stranded(connection):
                         self._wake.set()
                     if time.monotonic() - last_purge >= self.settings.housekeeping_interval:
                         last_purge = time.monotonic()
-                        deleted = await repository.purge_older_than(
+                        deleted = await upkeep.purge_older_than(
                             connection, self.settings.retention_days * 86400
                         )
                         if any(deleted.values()):

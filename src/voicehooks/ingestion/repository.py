@@ -1,4 +1,4 @@
-"""Queries of ingestion: match subscriptions, write events and their deliveries (the outbox)."""
+"""Queries of ingestion: match subscriptions, write events; their deliveries go to the queue."""
 
 import uuid
 from collections.abc import Sequence
@@ -9,7 +9,8 @@ import asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from voicehooks.db.engine import session_driver_connection
-from voicehooks.db.notifications import DELIVERIES_CHANNEL
+from voicehooks.queue import enqueue
+from voicehooks.queue.enqueue import NewDelivery
 
 
 @dataclass(frozen=True)
@@ -81,32 +82,8 @@ _STORED_EVENTS = """
       ON e.workspace_id = k.w AND e.client_id = k.c
 """
 
-# A delivery whose call already has a pending delivery for the subscription waits (no due
-# time) until that one is final; the dispatcher then makes it due.
-# Only for subscriptions still active, share-locked until commit: a subscription deleted or
-# deactivated meanwhile gets no delivery (and no foreign-key error).
-_INSERT_DELIVERIES = """
-    WITH live AS (
-        SELECT id FROM subscriptions
-        WHERE id = ANY($3::uuid[]) AND status = 'active'
-        FOR SHARE
-    )
-    INSERT INTO deliveries (id, event_id, subscription_id, call_id, next_attempt_at)
-    SELECT d.id, d.event_id, d.subscription_id, d.call_id,
-           CASE WHEN d.follows_in_batch OR EXISTS (
-                    SELECT 1 FROM deliveries earlier
-                    WHERE earlier.subscription_id = d.subscription_id
-                      AND earlier.call_id = d.call_id AND earlier.state = 'pending')
-                THEN NULL ELSE now() END
-    FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::boolean[])
-         WITH ORDINALITY AS d(id, event_id, subscription_id, call_id, follows_in_batch, position)
-    WHERE d.subscription_id IN (SELECT id FROM live)
-    ORDER BY d.position
-"""
-
-
 # Every new connection of the API looks up their types first (see db.engine.look_up_types).
-HOT_STATEMENTS = (_MATCH, _INSERT_EVENTS, _STORED_EVENTS, _INSERT_DELIVERIES)
+HOT_STATEMENTS = (_MATCH, _INSERT_EVENTS, _STORED_EVENTS, *enqueue.HOT_STATEMENTS)
 
 
 class IngestionRepository:
@@ -157,29 +134,6 @@ class IngestionRepository:
         )
         return {(row[0], row[1]): StoredEvent(row[2], row[3]) for row in rows}
 
-    async def insert_deliveries(
-        self, rows: Sequence[tuple[uuid.UUID, uuid.UUID, uuid.UUID, str]]
-    ) -> None:
-        """(delivery id, event id, subscription id, call id), in ingestion order."""
-        if not rows:
-            return
-        seen: set[tuple[uuid.UUID, str]] = set()
-        follows = []
-        for _, _, subscription_id, call_id in rows:
-            follows.append((subscription_id, call_id) in seen)
-            seen.add((subscription_id, call_id))
-        connection = await self._connection()
-        await connection.execute(
-            _INSERT_DELIVERIES,
-            [row[0] for row in rows],
-            [row[1] for row in rows],
-            [row[2] for row in rows],
-            [row[3] for row in rows],
-            follows,
-        )
-        await self.notify_dispatchers()
-
-    async def notify_dispatchers(self) -> None:
-        """Wake the dispatchers when this transaction commits."""
-        connection = await self._connection()
-        await connection.execute(f"NOTIFY {DELIVERIES_CHANNEL}")
+    async def insert_deliveries(self, deliveries: Sequence[NewDelivery]) -> None:
+        """In ingestion order; the dispatchers hear of them on commit."""
+        await enqueue.enqueue(await self._connection(), deliveries)

@@ -19,6 +19,7 @@ from voicehooks.ingestion.repository import (
 )
 from voicehooks.ingestion.schemas import EventIn, IngestResult
 from voicehooks.observability.metrics import EVENTS_INGESTED, counters
+from voicehooks.queue.enqueue import NewDelivery
 from voicehooks.voice import CALL_STATUSES, SERVICE
 
 MAX_CALL_ID_LENGTH = 255
@@ -170,7 +171,7 @@ async def ingest(
     inserted = await repository.insert_events(new_events)
     await repository.insert_deliveries(
         [
-            (uuid.uuid4(), new.id, subscription_id, new.call_id)
+            NewDelivery(uuid.uuid4(), new.id, subscription_id, new.call_id)
             for new in new_events
             if new.id in inserted
             for subscription_id in matched[new.id]

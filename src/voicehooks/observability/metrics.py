@@ -177,12 +177,12 @@ async def render_metrics(engine: AsyncEngine) -> bytes:
             await connection.execute(
                 text(
                     # Due: its time has come and no worker holds it (or its lease ran out).
-                    "WITH pending AS (SELECT next_attempt_at, leased_until > now() AS held "
-                    "FROM deliveries WHERE state = 'pending') "
-                    "SELECT count(*) FILTER (WHERE next_attempt_at <= now() AND held IS NOT TRUE)"
-                    " AS due, COALESCE(EXTRACT(EPOCH FROM now() - min(next_attempt_at) FILTER ("
-                    "WHERE held IS NOT TRUE)), 0) AS oldest, "
-                    "count(*) FILTER (WHERE held) AS in_flight FROM pending"
+                    # Queued deliveries only: one waiting behind an earlier one is not due.
+                    "WITH queued AS (SELECT due_at, claim_token IS NOT NULL AND due_at > now() "
+                    "AS held FROM delivery_queue) "
+                    "SELECT count(*) FILTER (WHERE due_at <= now()) AS due, "
+                    "COALESCE(EXTRACT(EPOCH FROM now() - min(due_at) FILTER (WHERE NOT held)), 0)"
+                    " AS oldest, count(*) FILTER (WHERE held) AS in_flight FROM queued"
                 )
             )
         ).one()

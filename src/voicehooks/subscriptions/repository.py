@@ -8,7 +8,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from voicehooks.db.keyset import Cursor, newest_first
 from voicehooks.db.models import Subscription
-from voicehooks.db.notifications import DELIVERIES_CHANNEL, cancel_payload
 
 
 class SubscriptionRepository:
@@ -81,11 +80,3 @@ class SubscriptionRepository:
     async def delete(self, subscription: Subscription) -> None:
         await self.session.delete(subscription)
         await self.session.flush()
-        await self.announce_stopped(subscription.id)
-
-    async def announce_stopped(self, subscription_id: uuid.UUID) -> None:
-        """Tell every dispatcher, when this transaction commits, to drop what it holds of it."""
-        await self.session.execute(
-            text("SELECT pg_notify(:channel, :payload)"),
-            {"channel": DELIVERIES_CHANNEL, "payload": cancel_payload(subscription_id)},
-        )

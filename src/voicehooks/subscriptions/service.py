@@ -11,9 +11,10 @@ from voicehooks.api.dependencies import WorkspaceScope
 from voicehooks.api.pagination import decode_page_token, encode_page_token
 from voicehooks.api.problems import Conflict, InvalidInput, NotFound, ProblemError, invalid_field
 from voicehooks.config import Settings
+from voicehooks.db.engine import session_driver_connection
 from voicehooks.db.models import Subscription
-from voicehooks.deliveries.repository import DeliveryRepository
 from voicehooks.encryption import KeyRing, UndecryptableError
+from voicehooks.queue import requeue
 from voicehooks.states import INACTIVE_ERROR
 from voicehooks.subscriptions.filters import FilterSet, parse_filters
 from voicehooks.subscriptions.repository import SubscriptionRepository
@@ -264,8 +265,7 @@ async def update_subscription(
         subscription.template = body.template
     if body.status is not None:
         if body.status == "inactive" and subscription.status == "active":
-            await DeliveryRepository(session).fail_pending(subscription.id, INACTIVE_ERROR)
-            await repository.announce_stopped(subscription.id)
+            await _stop_pending(session, subscription.id)
         if body.status == "active":
             subscription.failing_since = None
         subscription.status = body.status
@@ -279,4 +279,14 @@ async def delete_subscription(
     session: AsyncSession, scope: WorkspaceScope, subscription_id: uuid.UUID
 ) -> None:
     repository = SubscriptionRepository(session)
-    await repository.delete(await _existing(repository, scope, subscription_id))
+    # Locked first, as the dispatcher's recorder locks subscriptions before deliveries.
+    subscription = await repository.get_for_update(scope.workspace_id, subscription_id)
+    if subscription is None:
+        raise NotFound("no such subscription")
+    await _stop_pending(session, subscription.id)
+    await repository.delete(subscription)
+
+
+async def _stop_pending(session: AsyncSession, subscription_id: uuid.UUID) -> None:
+    """Nothing more is sent for the subscription once the caller's transaction commits."""
+    await requeue.stop(await session_driver_connection(session), [subscription_id], INACTIVE_ERROR)

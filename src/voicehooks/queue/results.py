@@ -1,0 +1,124 @@
+"""Results: a batch of attempts recorded in one statement.
+
+The attempts are logged (whoever holds the claim now: the attempt happened). Where the claim
+is still the sender's, a retry stays queued with its new due time, and a final outcome takes
+the delivery out of the queue and queues the next delivery of its call, if one waits. The
+statement sees the tables as they were before it, so the finished deliveries are left out of
+the next ones by id.
+"""
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from voicehooks.db.engine import rows_affected
+from voicehooks.queue.claim import ClaimedDelivery
+from voicehooks.queue.order import QUEUE_HEADS
+from voicehooks.states import Verdict
+
+_RECORD = f"""
+WITH result AS (
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::float8[], $5::uuid[],
+                         $6::uuid[], $7::text[], $8::int[], $9::int[], $10::int[], $11::text[],
+                         $12::text[], $13::timestamptz[], $14::text[])
+        AS r(id, token, outcome, delay, subscription_id, event_id, event, attempt, duration_ms,
+             status_code, error, response_body, started_at, execution_status)
+), logged AS (
+    INSERT INTO attempts (id, delivery_id, subscription_id, event_id, event, attempt,
+                          execution_status, duration_ms, response_status_code, error,
+                          response_body, created_at)
+    SELECT gen_random_uuid(), r.id, r.subscription_id, r.event_id, r.event, r.attempt,
+           r.execution_status, r.duration_ms, r.status_code, r.error, r.response_body, r.started_at
+    FROM result r
+    WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = r.id)
+), retried AS (
+    UPDATE delivery_queue q
+    SET claim_token = NULL, due_at = now() + make_interval(secs => r.delay)
+    FROM result r
+    WHERE q.delivery_id = r.id AND q.claim_token = r.token AND r.outcome = 'retry'
+    RETURNING q.delivery_id
+), finished AS (
+    DELETE FROM delivery_queue q
+    USING result r
+    WHERE q.delivery_id = r.id AND q.claim_token = r.token AND r.outcome <> 'retry'
+    RETURNING q.delivery_id, q.subscription_id, q.call_id, q.target_host
+), recorded AS (
+    UPDATE deliveries d SET
+        attempts = d.attempts + 1,
+        state = CASE r.outcome WHEN 'retry' THEN 'pending' ELSE r.outcome END,
+        next_attempt_at = CASE WHEN r.outcome = 'retry'
+                               THEN now() + make_interval(secs => r.delay) END,
+        updated_at = now()
+    FROM result r
+    WHERE d.id = r.id
+      AND (d.id IN (SELECT delivery_id FROM retried) OR d.id IN (SELECT delivery_id FROM finished))
+), to_queue AS (
+    SELECT nxt.id AS delivery_id, f.subscription_id, f.call_id, f.target_host, nxt.seq
+    FROM finished f
+    CROSS JOIN LATERAL (
+        SELECT p.id, p.seq FROM deliveries p
+        WHERE p.subscription_id = f.subscription_id AND p.call_id = f.call_id
+          AND p.state = 'pending' AND p.id <> ALL($1::uuid[])
+        ORDER BY p.seq
+        LIMIT 1
+    ) AS nxt
+), queued AS ({QUEUE_HEADS})
+UPDATE deliveries d SET next_attempt_at = now()
+FROM queued WHERE d.id = queued.delivery_id
+"""  # noqa: S608 -- composed of constants
+
+HOT_STATEMENTS = (_RECORD,)
+
+
+@dataclass(slots=True)
+class AttemptRecord:
+    delivery: ClaimedDelivery
+    outcome: Verdict
+    retry_in: float
+    started_at: datetime
+    duration_ms: int
+    status_code: int | None
+    error: str | None
+    response_body: str | None
+    # A 410: the subscription is made inactive with the outcome.
+    endpoint_gone: bool = False
+
+    @property
+    def execution_status(self) -> str:
+        return "succeeded" if self.outcome == Verdict.SUCCEEDED else "failed"
+
+
+async def record(connection: asyncpg.Connection, records: Sequence[AttemptRecord]) -> int:
+    """Record the attempts; returns how many waiting deliveries it queued."""
+    status = await connection.execute(
+        _RECORD,
+        [r.delivery.id for r in records],
+        [r.delivery.claim_token for r in records],
+        [r.outcome for r in records],
+        [r.retry_in for r in records],
+        [r.delivery.subscription_id for r in records],
+        [r.delivery.event_id for r in records],
+        [r.delivery.event for r in records],
+        [r.delivery.attempts_made + 1 for r in records],
+        [r.duration_ms for r in records],
+        [r.status_code for r in records],
+        [r.error for r in records],
+        [r.response_body for r in records],
+        [r.started_at for r in records],
+        [r.execution_status for r in records],
+    )
+    return rows_affected(status)
+
+
+def subscription_ids(records: Sequence[AttemptRecord], *, succeeded: bool) -> list[uuid.UUID]:
+    """The subscriptions of the records that succeeded (or not), sorted: the lock order."""
+    return sorted(
+        {
+            r.delivery.subscription_id
+            for r in records
+            if (r.outcome == Verdict.SUCCEEDED) == succeeded
+        }
+    )
