@@ -1,0 +1,212 @@
+"""The claim's cost does not hinge on planner statistics, a dead host's backlog, or history.
+
+Each case fills the queue, takes statistics the way autovacuum would (while nothing was
+pending, or after the fill), and runs the claim under EXPLAIN (ANALYZE, BUFFERS) in a
+transaction that is rolled back. What is asserted is what the database reads: the pages a
+claim of 100 touches, and that no table is scanned whole. Reading the whole queue (or a dead
+host's rows) would touch tens of thousands of pages.
+"""
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from voicehooks.queue.claim import _CLAIM
+
+ROWS = 100_000
+CLAIM = 100
+# A claim of 100 locks, leases and joins 100 rows by primary key (a few pages per row and
+# table: about 2,000 pages with a 1,000-row queue, 2,900 with 100,000, the indexes being one
+# level deeper), plus a few pages per host. Walking a backlog would read 50,000 and more.
+PAGE_BUDGET = 5_000
+
+
+@pytest.fixture
+async def queue_fill(db: asyncpg.Connection) -> AsyncIterator[asyncpg.Connection]:
+    """A transaction with one workspace, two subscriptions and their hosts; rolled back."""
+    transaction = db.transaction()
+    await transaction.start()
+    try:
+        yield db
+    finally:
+        await transaction.rollback()
+
+
+async def _subscriptions(db: asyncpg.Connection) -> tuple[uuid.UUID, uuid.UUID]:
+    organization, workspace = uuid.uuid4(), uuid.uuid4()
+    await db.execute(
+        "INSERT INTO organizations (id, name) VALUES ($1, $2)", organization, str(organization)
+    )
+    await db.execute(
+        "INSERT INTO workspaces (id, organization_id, name) VALUES ($1, $2, 'plans')",
+        workspace,
+        organization,
+    )
+    ids = (uuid.uuid4(), uuid.uuid4())
+    for sid, host in zip(ids, ("healthy.example", "dead.example"), strict=True):
+        await db.execute(
+            """INSERT INTO subscriptions (id, organization_id, workspace_id, service, event, url,
+                   target_host, signing_key, event_filters)
+               VALUES ($1, $2, $3, 'channels', 'voice.inbound', $4, $5, 'v1.x.y', '[]')""",
+            sid,
+            organization,
+            workspace,
+            f"https://{host}/hook",
+            host,
+        )
+    return ids
+
+
+async def _fill(
+    db: asyncpg.Connection, subscription_id: uuid.UUID, host: str, rows: int, *, age: float = 600
+) -> None:
+    """`rows` deliveries of `host`, one call each, due since `age` seconds ago and later (one
+    every 10 µs): events, deliveries and queue rows."""
+    await db.execute(
+        """
+        WITH ids AS (
+            SELECT gen_random_uuid() AS event_id, gen_random_uuid() AS delivery_id, n
+            FROM generate_series(1, $3) AS n
+        ), e AS (
+            INSERT INTO events (id, workspace_id, event, call_id, body, delivery_count)
+            SELECT event_id, s.workspace_id, 'voice.inbound', $2::text || n, '{}', 1
+            FROM ids, subscriptions s WHERE s.id = $1::uuid
+        ), d AS (
+            INSERT INTO deliveries (id, event_id, subscription_id, call_id, next_attempt_at)
+            SELECT delivery_id, event_id, $1::uuid, $2::text || n, now() FROM ids
+        )
+        INSERT INTO delivery_queue (delivery_id, subscription_id, call_id, target_host, due_at)
+        SELECT delivery_id, $1::uuid, $2::text || n, $2::text,
+               now() - make_interval(secs => $4) + n * interval '10 microseconds'
+        FROM ids
+        """,
+        subscription_id,
+        host,
+        rows,
+        age,
+    )
+
+
+async def _explain(
+    db: asyncpg.Connection, *, host_free: dict[str, int], generic: bool = False
+) -> tuple[dict[str, object], int]:
+    """The executed plan of one claim and the rows it claimed (the claim is rolled back)."""
+    await db.execute("SET LOCAL plan_cache_mode = " + ("force_generic_plan" if generic else "auto"))
+    name = f"claim_{uuid.uuid4().hex}"
+    await db.execute(f"PREPARE {name} AS {_CLAIM}")
+    claim = db.transaction()  # a savepoint: the claim's updates are rolled back with it
+    await claim.start()
+    hosts = ",".join(host_free)  # the tests' own host names: no quoting needed
+    free = ",".join(str(room) for room in host_free.values())
+    raw = await db.fetchval(
+        f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) "
+        f"EXECUTE {name}('{{{hosts}}}', '{{{free}}}', 64, {CLAIM}, 30)"
+    )
+    await claim.rollback()
+    await db.execute(f"DEALLOCATE {name}")
+    plan = json.loads(raw)[0]["Plan"]
+    return plan, int(plan["Actual Rows"])
+
+
+def _nodes(plan: dict[str, object]) -> list[dict[str, object]]:
+    found = [plan]
+    for child in plan.get("Plans", []):  # type: ignore[attr-defined]
+        found += _nodes(child)
+    return found
+
+
+def _pages(plan: dict[str, object]) -> int:
+    return int(plan["Shared Hit Blocks"]) + int(plan["Shared Read Blocks"])  # type: ignore[call-overload]
+
+
+def _whole_table_reads(plan: dict[str, object]) -> list[str]:
+    return [
+        f"{node['Node Type']} on {node.get('Relation Name')}"
+        for node in _nodes(plan)
+        if node["Node Type"] == "Seq Scan"
+        and (
+            node.get("Relation Name") in ("delivery_queue", "deliveries", "events")
+            or int(node["Actual Rows"]) * int(node["Actual Loops"]) > 1_000  # type: ignore[call-overload]
+        )
+    ]
+
+
+@pytest.mark.parametrize("statistics", ["taken while idle", "taken after the fill"])
+@pytest.mark.parametrize("generic", [False, True], ids=["custom plan", "generic plan"])
+async def test_a_claim_reads_a_few_pages_of_a_big_backlog_whatever_the_statistics(
+    queue_fill: asyncpg.Connection, statistics: str, generic: bool
+) -> None:
+    db = queue_fill
+    healthy, dead = await _subscriptions(db)
+    if statistics == "taken while idle":
+        await db.execute("ANALYZE delivery_queue, deliveries, events, subscriptions")
+    await _fill(db, healthy, "healthy.example", ROWS // 2)
+    await _fill(db, dead, "dead.example", ROWS // 2)
+    if statistics == "taken after the fill":
+        await db.execute("ANALYZE delivery_queue, deliveries, events, subscriptions")
+
+    plan, claimed = await _explain(db, host_free={}, generic=generic)
+
+    assert claimed == CLAIM
+    assert _whole_table_reads(plan) == []
+    assert _pages(plan) < PAGE_BUDGET, _pages(plan)
+
+
+@pytest.mark.parametrize("statistics", ["taken while idle", "taken after the fill"])
+async def test_a_full_host_costs_the_claim_nothing_however_long_its_backlog(
+    queue_fill: asyncpg.Connection, statistics: str
+) -> None:
+    """The dead host's 99,900 due rows sort first; the claim reads none of them."""
+    db = queue_fill
+    healthy, dead = await _subscriptions(db)
+    if statistics == "taken while idle":
+        await db.execute("ANALYZE delivery_queue")
+    await _fill(db, dead, "dead.example", ROWS - CLAIM, age=600)
+    await _fill(db, healthy, "healthy.example", CLAIM, age=5)
+    if statistics == "taken after the fill":
+        await db.execute("ANALYZE delivery_queue")
+
+    plan, claimed = await _explain(db, host_free={"dead.example": 0, "healthy.example": CLAIM})
+
+    assert claimed == CLAIM
+    assert _whole_table_reads(plan) == []
+    assert _pages(plan) < PAGE_BUDGET, _pages(plan)
+
+
+async def test_subscriptions_without_pending_work_cost_the_claim_nothing(
+    queue_fill: asyncpg.Connection,
+) -> None:
+    db = queue_fill
+    healthy, _ = await _subscriptions(db)
+    await db.execute(
+        """
+        INSERT INTO subscriptions (id, organization_id, workspace_id, service, event, url,
+                                   target_host, signing_key, event_filters, channel_id)
+        SELECT gen_random_uuid(), s.organization_id, s.workspace_id, 'channels', 'voice.outbound',
+               'https://other' || n || '.example/hook', 'other' || n || '.example', 'v1.x.y',
+               '[]', gen_random_uuid()
+        FROM subscriptions s, generate_series(1, 100000) AS n WHERE s.id = $1
+        """,
+        healthy,
+    )
+    await _fill(db, healthy, "healthy.example", 10_000)
+    await db.execute("ANALYZE delivery_queue, deliveries, events, subscriptions")
+
+    plan, claimed = await _explain(db, host_free={})
+
+    assert claimed == 64  # the host's room
+    assert _whole_table_reads(plan) == []
+    assert _pages(plan) < PAGE_BUDGET, _pages(plan)
+
+
+async def test_an_empty_queue_is_claimed_from_in_a_handful_of_pages(
+    queue_fill: asyncpg.Connection,
+) -> None:
+    db = queue_fill
+    await db.execute("ANALYZE delivery_queue")
+    plan, claimed = await _explain(db, host_free={})
+    assert claimed == 0
+    assert _pages(plan) < 10
