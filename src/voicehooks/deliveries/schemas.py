@@ -6,8 +6,8 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
-from voicehooks.api.timestamps import Timestamp
 from voicehooks.subscriptions.schemas import CamelModel
+from voicehooks.timestamps import Timestamp
 
 DeliveryState = Literal["pending", "succeeded", "failed"]
 ExecutionStatus = Literal["succeeded", "failed"]

@@ -5,14 +5,6 @@ from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from voicehooks.api.dependencies import WorkspaceScope
-from voicehooks.api.pagination import (
-    decode_page_token,
-    decode_sequence_token,
-    encode_page_token,
-    encode_sequence_token,
-)
-from voicehooks.api.problems import Conflict, NotFound, invalid_field
 from voicehooks.db.models import Attempt, Delivery, Subscription
 from voicehooks.deliveries.repository import DeliveryRepository
 from voicehooks.deliveries.schemas import (
@@ -24,9 +16,17 @@ from voicehooks.deliveries.schemas import (
     RecoverOut,
     TestOut,
 )
+from voicehooks.errors import Conflict, NotFound, invalid_field
 from voicehooks.ingestion.repository import IngestionRepository, NewEvent
 from voicehooks.ingestion.service import delivery_body
+from voicehooks.page_tokens import (
+    decode_page_token,
+    decode_sequence_token,
+    encode_page_token,
+    encode_sequence_token,
+)
 from voicehooks.subscriptions.service import get_subscription
+from voicehooks.tenancy.scope import WorkspaceScope
 
 _TEST_DIRECTIONS = {"voice.inbound": "incoming", "voice.outbound": "outgoing"}
 

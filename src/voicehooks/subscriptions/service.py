@@ -7,13 +7,12 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from voicehooks.api.dependencies import WorkspaceScope
-from voicehooks.api.pagination import decode_page_token, encode_page_token
-from voicehooks.api.problems import Conflict, InvalidInput, NotFound, ProblemError, invalid_field
 from voicehooks.config import Settings
 from voicehooks.db.models import Subscription
 from voicehooks.deliveries.repository import DeliveryRepository
 from voicehooks.encryption import KeyRing, UndecryptableError
+from voicehooks.errors import Conflict, InvalidInput, NotFound, ProblemError, invalid_field
+from voicehooks.page_tokens import decode_page_token, encode_page_token
 from voicehooks.states import INACTIVE_ERROR
 from voicehooks.subscriptions.filters import FilterSet, parse_filters
 from voicehooks.subscriptions.repository import SubscriptionRepository
@@ -27,6 +26,7 @@ from voicehooks.subscriptions.schemas import (
     signing_key_hint,
 )
 from voicehooks.subscriptions.target_policy import TargetRefused, check_target_url
+from voicehooks.tenancy.scope import WorkspaceScope
 
 MAX_IDENTICAL_SUBSCRIPTIONS = 5
 
