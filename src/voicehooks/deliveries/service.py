@@ -32,34 +32,11 @@ _TEST_DIRECTIONS = {"voice.inbound": "incoming", "voice.outbound": "outgoing"}
 
 
 def attempt_out(row: Attempt) -> AttemptOut:
-    return AttemptOut(
-        id=row.id,
-        delivery_id=row.delivery_id,
-        event_id=row.event_id,
-        event=row.event,
-        execution_status=row.execution_status,  # type: ignore[arg-type]
-        attempt=row.attempt,
-        created_at=row.created_at,
-        duration_ms=row.duration_ms,
-        response_status_code=row.response_status_code,
-        error=row.error,
-        response_body=row.response_body,
-        request_id=row.delivery_id,
-        attempt_count=row.attempt,
-        http_status_code=row.response_status_code,
-    )
+    return AttemptOut.model_validate(row)
 
 
 def delivery_out(row: Delivery) -> DeliveryOut:
-    return DeliveryOut(
-        id=row.id,
-        event_id=row.event_id,
-        state=row.state,  # type: ignore[arg-type]
-        attempts=row.attempts,
-        next_attempt_at=row.next_attempt_at if row.state == "pending" else None,
-        created_at=row.created_at,
-        error=row.last_error,
-    )
+    return DeliveryOut.model_validate(row)
 
 
 async def attempt_logs(
