@@ -1,4 +1,5 @@
-"""RFC 9457 problem details: the one shape of every error the API answers."""
+"""RFC 9457 problem details: the one shape of every error the API answers, including the
+errors services raise (voicehooks.errors)."""
 
 from collections.abc import Sequence
 from typing import Any
