@@ -15,7 +15,7 @@ from typing import Any
 
 import schemathesis
 
-from voicehooks.api.pagination import encode_page_token, encode_sequence_token
+from voicehooks.page_tokens import encode_page_token, encode_sequence_token
 from voicehooks.voice import CALL_STATUSES
 
 # Public, deliverable targets that need no DNS answer now (a host that does not resolve yet

@@ -121,13 +121,15 @@ async def _run(
     worker: bool,
     processes: int = 1,
 ) -> None:
-    from voicehooks.api.app import create_app
     from voicehooks.dispatch.worker import Dispatcher
 
     tasks = []
     server = None
     dispatcher = None
     if api is not None:
+        # Imported here: `voicehooks worker` runs without the web framework loaded.
+        from voicehooks.api.app import create_app
+
         config = uvicorn.Config(
             create_app(settings, database_url),
             host=api[0],

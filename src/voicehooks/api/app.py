@@ -13,19 +13,19 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 import voicehooks
 from voicehooks.api import health
-from voicehooks.api.body_limit import BodyLimitMiddleware
 from voicehooks.api.openapi import install_openapi
-from voicehooks.api.problems import install_problem_handlers
 from voicehooks.config import Settings
 from voicehooks.db.engine import create_engine, create_sessionmaker, fill_pool, raw_connection
 from voicehooks.db.outage import DATABASE_ERRORS
 from voicehooks.deliveries.endpoints import router as deliveries_router
 from voicehooks.ingestion import repository as ingestion_repository
 from voicehooks.ingestion.endpoints import router as ingestion_router
-from voicehooks.observability.logging import RequestLogMiddleware
 from voicehooks.observability.metrics import FLUSH_STATEMENT, counters, render_metrics
 from voicehooks.portal.endpoints import router as portal_router
 from voicehooks.subscriptions.endpoints import router as subscriptions_router
+from voicehooks.web.body_limit import BodyLimitMiddleware
+from voicehooks.web.problems import install_problem_handlers
+from voicehooks.web.request_log import RequestLogMiddleware
 
 log = structlog.get_logger("voicehooks.api")
 

@@ -18,7 +18,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.routing import BaseRoute
 
-from voicehooks.api.problems import PROBLEM_JSON, Problem
+from voicehooks.web.problems import PROBLEM_JSON, Problem
 
 # status: (component name, description)
 ERROR_RESPONSES = {

@@ -5,10 +5,6 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Query, status
 from fastapi.responses import JSONResponse
 
-from voicehooks.api.dependencies import IdPath, ScopeDep, SessionDep, parse_id
-from voicehooks.api.pagination import Limit, PageToken, page_response
-from voicehooks.api.problems import BODY_RESPONSES, CONFLICT_RESPONSES, PROBLEM_RESPONSES
-from voicehooks.api.routing import AuthenticateFirstRoute
 from voicehooks.deliveries import service
 from voicehooks.deliveries.schemas import (
     AttemptDetails,
@@ -22,6 +18,11 @@ from voicehooks.deliveries.schemas import (
     TestOut,
 )
 from voicehooks.subscriptions.endpoints import SUBSCRIPTIONS_PATH
+from voicehooks.tenancy.authentication import ScopeDep
+from voicehooks.web.dependencies import IdPath, SessionDep, parse_id
+from voicehooks.web.pagination import Limit, PageToken, page_response
+from voicehooks.web.problems import BODY_RESPONSES, CONFLICT_RESPONSES, PROBLEM_RESPONSES
+from voicehooks.web.routing import AuthenticateFirstRoute
 
 router = APIRouter(
     prefix=SUBSCRIPTIONS_PATH + "/{subscriptionId}",

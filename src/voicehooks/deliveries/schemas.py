@@ -4,10 +4,10 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 
-from voicehooks.api.timestamps import Timestamp
 from voicehooks.subscriptions.schemas import CamelModel
+from voicehooks.timestamps import Timestamp
 
 DeliveryState = Literal["pending", "succeeded", "failed"]
 ExecutionStatus = Literal["succeeded", "failed"]
@@ -41,8 +41,11 @@ DELIVERY_EXAMPLE: dict[str, Any] = {
 }
 
 
+# Read from an Attempt row (from_attributes): Bird's names read the row's own columns.
 class AttemptOut(CamelModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [ATTEMPT_EXAMPLE]})
+    model_config = ConfigDict(
+        from_attributes=True, json_schema_extra={"examples": [ATTEMPT_EXAMPLE]}
+    )
 
     id: uuid.UUID
     delivery_id: uuid.UUID
@@ -56,9 +59,13 @@ class AttemptOut(CamelModel):
     error: str | None
     response_body: str | None = Field(description="First 2 KiB of the answer, as text.")
     # The same facts under Bird's names, for clients written for Bird.
-    request_id: uuid.UUID = Field(description="Bird's name of `deliveryId`.")
-    attempt_count: int = Field(description="Bird's name of `attempt`.")
-    http_status_code: int | None = Field(description="Bird's name of `responseStatusCode`.")
+    request_id: uuid.UUID = Field(
+        validation_alias="delivery_id", description="Bird's name of `deliveryId`."
+    )
+    attempt_count: int = Field(validation_alias="attempt", description="Bird's name of `attempt`.")
+    http_status_code: int | None = Field(
+        validation_alias="response_status_code", description="Bird's name of `responseStatusCode`."
+    )
 
 
 class AttemptPage(CamelModel):
@@ -75,7 +82,9 @@ class AttemptDetails(CamelModel):
 
 
 class DeliveryOut(CamelModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [DELIVERY_EXAMPLE]})
+    model_config = ConfigDict(
+        from_attributes=True, json_schema_extra={"examples": [DELIVERY_EXAMPLE]}
+    )
 
     id: uuid.UUID
     event_id: uuid.UUID
@@ -84,8 +93,16 @@ class DeliveryOut(CamelModel):
     next_attempt_at: datetime | None = Field(description="Null once the delivery is final.")
     created_at: datetime
     error: str | None = Field(
-        default=None, description="Why it ended without an attempt, e.g. `subscription inactive`."
+        default=None,
+        validation_alias="last_error",
+        description="Why it ended without an attempt, e.g. `subscription inactive`.",
     )
+
+    @field_validator("next_attempt_at")
+    @classmethod
+    def _only_while_pending(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
+        # A final delivery keeps the time its last retry was due: not a next attempt.
+        return value if info.data.get("state") == "pending" else None
 
 
 class DeliveryPage(CamelModel):

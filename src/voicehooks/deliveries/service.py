@@ -5,14 +5,6 @@ from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from voicehooks.api.dependencies import WorkspaceScope
-from voicehooks.api.pagination import (
-    decode_page_token,
-    decode_sequence_token,
-    encode_page_token,
-    encode_sequence_token,
-)
-from voicehooks.api.problems import Conflict, NotFound, invalid_field
 from voicehooks.db.engine import session_driver_connection
 from voicehooks.db.models import Attempt, Delivery, Subscription
 from voicehooks.deliveries.repository import DeliveryRepository
@@ -25,45 +17,30 @@ from voicehooks.deliveries.schemas import (
     RecoverOut,
     TestOut,
 )
+from voicehooks.errors import Conflict, NotFound, invalid_field
 from voicehooks.ingestion.repository import IngestionRepository, NewEvent
 from voicehooks.ingestion.service import delivery_body
+from voicehooks.page_tokens import (
+    decode_page_token,
+    decode_sequence_token,
+    encode_page_token,
+    encode_sequence_token,
+)
 from voicehooks.queue import requeue
 from voicehooks.queue.enqueue import NewDelivery, enqueue
 from voicehooks.queue.wakeup import wake_dispatchers
 from voicehooks.subscriptions.service import get_subscription
+from voicehooks.tenancy.scope import WorkspaceScope
 
 _TEST_DIRECTIONS = {"voice.inbound": "incoming", "voice.outbound": "outgoing"}
 
 
 def attempt_out(row: Attempt) -> AttemptOut:
-    return AttemptOut(
-        id=row.id,
-        delivery_id=row.delivery_id,
-        event_id=row.event_id,
-        event=row.event,
-        execution_status=row.execution_status,  # type: ignore[arg-type]
-        attempt=row.attempt,
-        created_at=row.created_at,
-        duration_ms=row.duration_ms,
-        response_status_code=row.response_status_code,
-        error=row.error,
-        response_body=row.response_body,
-        request_id=row.delivery_id,
-        attempt_count=row.attempt,
-        http_status_code=row.response_status_code,
-    )
+    return AttemptOut.model_validate(row)
 
 
 def delivery_out(row: Delivery) -> DeliveryOut:
-    return DeliveryOut(
-        id=row.id,
-        event_id=row.event_id,
-        state=row.state,  # type: ignore[arg-type]
-        attempts=row.attempts,
-        next_attempt_at=row.next_attempt_at if row.state == "pending" else None,
-        created_at=row.created_at,
-        error=row.last_error,
-    )
+    return DeliveryOut.model_validate(row)
 
 
 async def attempt_logs(

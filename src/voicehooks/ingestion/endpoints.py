@@ -7,9 +7,6 @@ import structlog
 from fastapi import APIRouter, Body, Depends, Security, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from voicehooks.api.dependencies import SessionDep, SettingsDep, Unauthorized
-from voicehooks.api.problems import BODY_RESPONSES, PROBLEM_RESPONSES
-from voicehooks.api.routing import AuthenticateFirstRoute
 from voicehooks.ingestion import service
 from voicehooks.ingestion.schemas import (
     EVENT_EXAMPLE,
@@ -18,6 +15,9 @@ from voicehooks.ingestion.schemas import (
     EventIn,
     IngestResult,
 )
+from voicehooks.web.dependencies import SessionDep, SettingsDep, Unauthorized
+from voicehooks.web.problems import BODY_RESPONSES, PROBLEM_RESPONSES
+from voicehooks.web.routing import AuthenticateFirstRoute
 
 _bearer = HTTPBearer(scheme_name="IngestToken", auto_error=False)
 BEARER_CHALLENGE = 'Bearer realm="voicehooks-ingestion"'

@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, WithJsonSchema
 from pydantic.json_schema import GetJsonSchemaHandler, JsonSchemaValue
 from pydantic_core import CoreSchema
 
-from voicehooks.api.timestamps import Timestamp
+from voicehooks.timestamps import Timestamp
 from voicehooks.voice import CALL_STATUSES, EventName
 
 MAX_BATCH = 1000

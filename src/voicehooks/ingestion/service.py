@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from voicehooks.api.problems import FieldError, InvalidInput
+from voicehooks.errors import FieldError, InvalidInput
 from voicehooks.ingestion.repository import (
     Candidate,
     IngestionRepository,

@@ -4,13 +4,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, status
 
-from voicehooks.api.dependencies import ScopeDep, SessionDep, SettingsDep
-from voicehooks.api.problems import BODY_RESPONSES, PROBLEM_RESPONSES
-from voicehooks.api.routing import AuthenticateFirstRoute
 from voicehooks.portal import sessions
 from voicehooks.portal.pages import router as pages_router
 from voicehooks.portal.schemas import PortalSessionCreate, PortalSessionOut
 from voicehooks.subscriptions.service import get_subscription
+from voicehooks.tenancy.authentication import ScopeDep
+from voicehooks.web.dependencies import SessionDep, SettingsDep
+from voicehooks.web.problems import BODY_RESPONSES, PROBLEM_RESPONSES
+from voicehooks.web.routing import AuthenticateFirstRoute
 
 api_router = APIRouter(
     prefix="/organizations/{organizationId}/workspaces/{workspaceId}",

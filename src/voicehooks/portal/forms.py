@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 from starlette.datastructures import FormData
 
-from voicehooks.api.problems import FieldError, field_path
+from voicehooks.errors import FieldError, field_path
 from voicehooks.portal.web import text_field
 from voicehooks.subscriptions.schemas import SubscriptionCreate, SubscriptionUpdate
 from voicehooks.voice import CALL_STATUSES, EVENTS

@@ -17,9 +17,8 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import voicehooks
-from voicehooks.api.dependencies import SessionDep, parse_id
-from voicehooks.api.problems import Conflict, InvalidInput
 from voicehooks.deliveries import service as deliveries
+from voicehooks.errors import Conflict, InvalidInput
 from voicehooks.portal import charts, sessions
 from voicehooks.portal.catalog import EVENT_CATALOG
 from voicehooks.portal.forms import ALL_STATUSES, SubscriptionForm, filters_in_words
@@ -51,6 +50,7 @@ from voicehooks.portal.web import (
 from voicehooks.subscriptions import service as subscriptions
 from voicehooks.subscriptions.schemas import SubscriptionOut, SubscriptionUpdate
 from voicehooks.voice import CALL_STATUSES, EVENTS
+from voicehooks.web.dependencies import SessionDep, parse_id
 
 router = APIRouter(prefix="/portal", route_class=PortalRoute, include_in_schema=False)
 

@@ -19,7 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from voicehooks.db.engine import create_engine, create_sessionmaker
 from voicehooks.db.models import PortalSession, Workspace
+from voicehooks.errors import NotFound
 from voicehooks.tenancy.repository import TenancyRepository
+from voicehooks.tenancy.scope import WorkspaceScope
 
 ENTER_PATH = "/portal/enter"
 DEFAULT_EXPIRES_IN = 3600
@@ -171,8 +173,6 @@ async def issue_link_database(
     public_url: str,
 ) -> PortalLink:
     """issue() for an operator (the CLI): the workspace named by its and its org's names."""
-    from voicehooks.api.dependencies import WorkspaceScope
-    from voicehooks.api.problems import NotFound
     from voicehooks.subscriptions.service import get_subscription
 
     engine = create_engine(database_url, pool_size=1)

@@ -18,12 +18,13 @@ from markupsafe import Markup, escape
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from voicehooks.api.dependencies import SessionDep, WorkspaceScope
-from voicehooks.api.problems import ProblemError
 from voicehooks.config import Settings
 from voicehooks.db.outage import DATABASE_ERRORS, RETRY_AFTER_SECONDS, is_outage, outages
 from voicehooks.encryption import KeyRing
+from voicehooks.errors import ProblemError
 from voicehooks.portal.sessions import PortalScope, look_up
+from voicehooks.tenancy.scope import WorkspaceScope
+from voicehooks.web.dependencies import SessionDep
 
 log = structlog.get_logger("voicehooks.portal")
 

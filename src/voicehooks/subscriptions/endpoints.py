@@ -5,17 +5,6 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Query, Response, status
 from fastapi.responses import JSONResponse
 
-from voicehooks.api.dependencies import (
-    IdPath,
-    KeyRingDep,
-    ScopeDep,
-    SessionDep,
-    SettingsDep,
-    parse_id,
-)
-from voicehooks.api.pagination import Limit, PageToken, page_response
-from voicehooks.api.problems import BODY_RESPONSES, CONFLICT_RESPONSES, PROBLEM_RESPONSES
-from voicehooks.api.routing import AuthenticateFirstRoute
 from voicehooks.subscriptions import service
 from voicehooks.subscriptions.schemas import (
     SEED_EXAMPLE,
@@ -25,7 +14,12 @@ from voicehooks.subscriptions.schemas import (
     SubscriptionStatus,
     SubscriptionUpdate,
 )
+from voicehooks.tenancy.authentication import ScopeDep
 from voicehooks.voice import EventName
+from voicehooks.web.dependencies import IdPath, KeyRingDep, SessionDep, SettingsDep, parse_id
+from voicehooks.web.pagination import Limit, PageToken, page_response
+from voicehooks.web.problems import BODY_RESPONSES, CONFLICT_RESPONSES, PROBLEM_RESPONSES
+from voicehooks.web.routing import AuthenticateFirstRoute
 
 SUBSCRIPTIONS_PATH = (
     "/organizations/{organizationId}/workspaces/{workspaceId}/webhook-subscriptions"

@@ -5,7 +5,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from voicehooks.api.problems import FieldError
+from voicehooks.errors import FieldError
 from voicehooks.voice import CALL_STATUSES
 
 # The UUID form JSON Schema's `format: uuid` names (uuid.UUID also takes braces, URNs...).

@@ -7,13 +7,12 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from voicehooks.api.dependencies import WorkspaceScope
-from voicehooks.api.pagination import decode_page_token, encode_page_token
-from voicehooks.api.problems import Conflict, InvalidInput, NotFound, ProblemError, invalid_field
 from voicehooks.config import Settings
 from voicehooks.db.engine import session_driver_connection
 from voicehooks.db.models import Subscription
 from voicehooks.encryption import KeyRing, UndecryptableError
+from voicehooks.errors import Conflict, InvalidInput, NotFound, ProblemError, invalid_field
+from voicehooks.page_tokens import decode_page_token, encode_page_token
 from voicehooks.queue import requeue
 from voicehooks.states import INACTIVE_ERROR
 from voicehooks.subscriptions.filters import FilterSet, parse_filters
@@ -28,6 +27,7 @@ from voicehooks.subscriptions.schemas import (
     signing_key_hint,
 )
 from voicehooks.subscriptions.target_policy import TargetRefused, check_target_url
+from voicehooks.tenancy.scope import WorkspaceScope
 
 MAX_IDENTICAL_SUBSCRIPTIONS = 5
 

@@ -1,4 +1,5 @@
-"""RFC 9457 problem details: the one shape of every error the API answers."""
+"""RFC 9457 problem details: the one shape of every error the API answers, including the
+errors services raise (voicehooks.errors)."""
 
 from collections.abc import Sequence
 from typing import Any
@@ -10,8 +11,9 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from voicehooks.api.routing import NOT_JSON
 from voicehooks.db.outage import DATABASE_ERRORS, RETRY_AFTER_SECONDS, is_outage, outages
+from voicehooks.errors import FieldError, ProblemError, field_path
+from voicehooks.web.routing import NOT_JSON
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -29,54 +31,12 @@ _TITLES = {
 }
 
 
-class FieldError(BaseModel):
-    field: str
-    message: str
-
-
 class Problem(BaseModel):
     type: str = "about:blank"
     title: str
     status: int
     detail: str | None = None
     errors: list[FieldError] | None = None
-
-
-class ProblemError(Exception):
-    """Raised anywhere below the endpoints; becomes a problem+json answer."""
-
-    def __init__(
-        self,
-        status: int,
-        detail: str,
-        *,
-        errors: Sequence[FieldError] | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
-        self.errors = list(errors) if errors is not None else None
-        self.headers = headers
-
-
-class NotFound(ProblemError):
-    def __init__(self, detail: str = "not found") -> None:
-        super().__init__(404, detail)
-
-
-class Conflict(ProblemError):
-    def __init__(self, detail: str) -> None:
-        super().__init__(409, detail)
-
-
-class InvalidInput(ProblemError):
-    def __init__(self, errors: Sequence[FieldError], detail: str = "validation failed") -> None:
-        super().__init__(422, detail, errors=errors)
-
-
-def invalid_field(field: str, message: str) -> InvalidInput:
-    return InvalidInput([FieldError(field=field, message=message)])
 
 
 def problem_response(
@@ -98,20 +58,6 @@ def problem_response(
         media_type=PROBLEM_JSON,
         headers=headers,
     )
-
-
-def field_path(location: Sequence[int | str]) -> str:
-    """("body", "eventFilters", 1, "value") → "eventFilters[1].value"."""
-    parts = list(location)
-    if parts and parts[0] in ("body", "query", "path", "header"):
-        parts = parts[1:]
-    path = ""
-    for part in parts:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        else:
-            path += f".{part}" if path else str(part)
-    return path or "body"
 
 
 def _validation_errors(exc: RequestValidationError) -> list[FieldError]:

@@ -2,7 +2,7 @@
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from voicehooks.api.problems import problem_response
+from voicehooks.web.problems import problem_response
 
 PUBLIC_BODY_LIMIT = 1024 * 1024
 INGESTION_BODY_LIMIT = 10 * 1024 * 1024

@@ -1,29 +1,17 @@
-"""Keyset pagination: opaque page tokens that point after the last row of a page."""
+"""Keyset pagination: opaque page tokens that point after the last row of a page.
+
+A token that does not decode is the client's mistake: a 422 naming `pageToken`.
+"""
 
 import base64
 import binascii
 import json
 import uuid
 from datetime import datetime
-from typing import Annotated
 
-from fastapi import Query
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel
-
-from voicehooks.api.problems import invalid_field
-from voicehooks.api.timestamps import in_utc
 from voicehooks.db.keyset import Cursor
-
-Limit = Annotated[int, Query(ge=1, le=100, description="Page size, 1–100.")]
-PageToken = Annotated[
-    str | None,
-    Query(
-        alias="pageToken",
-        max_length=200,
-        description="`nextPageToken` of the previous page.",
-    ),
-]
+from voicehooks.errors import invalid_field
+from voicehooks.timestamps import in_utc
 
 
 def encode_page_token(created_at: datetime, row_id: uuid.UUID) -> str:
@@ -59,11 +47,3 @@ def decode_sequence_token(token: str | None) -> int | None:
     if not isinstance(sequence, int) or isinstance(sequence, bool):
         raise invalid_field("pageToken", "not a page token of this list")
     return sequence
-
-
-def page_response(page: BaseModel) -> JSONResponse:
-    """A page as JSON; `nextPageToken` is left out entirely on the last page."""
-    body = page.model_dump(mode="json", by_alias=True)
-    if body.get("nextPageToken") is None:
-        body.pop("nextPageToken", None)
-    return JSONResponse(body)
