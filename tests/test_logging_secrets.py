@@ -46,7 +46,10 @@ async def test_a_full_flow_logs_ids_and_no_secret(layout, db, database_url, rece
     wrong_access_key = f"wrong-access-key-{uuid.uuid4().hex}"
     wrong_token = f"wrong-ingest-token-{uuid.uuid4().hex}"
     port = free_port()
-    env = service_environment(database_url, VOICEHOOKS_INGEST_TOKEN=ingest_token)
+    # At DEBUG, where each attempt has its own line: no secret appears at any level.
+    env = service_environment(
+        database_url, VOICEHOOKS_INGEST_TOKEN=ingest_token, VOICEHOOKS_LOG_LEVEL="DEBUG"
+    )
 
     stdout, bootstrap_log = await run_command(
         env, "bootstrap", "--organization", "logging", "--workspace", "flow"
@@ -163,8 +166,12 @@ async def test_a_full_flow_logs_ids_and_no_secret(layout, db, database_url, rece
     assert patch_line["subscription_id"] == sub_id
     assert all(isinstance(r["duration_ms"], int | float) for r in requests)
 
+    # At INFO, one line per recorded batch of attempts; each attempt is in the attempt log.
+    [batch] = [line for line in lines if line.get("event") == "attempts_recorded"]
+    assert (batch["level"], batch["attempts"], batch["succeeded"]) == ("info", 1, 1)
     attempts = [line for line in lines if line.get("event") == "attempt"]
     assert len(attempts) == len(receiver.requests) == 1
+    assert attempts[0]["level"] == "debug"
     [attempt] = attempts
     assert attempt["workspace_id"] == tenant["workspaceId"]
     assert attempt["subscription_id"] == sub_id

@@ -8,6 +8,7 @@ while a request is in flight. Outcomes are recorded in batches.
 import asyncio
 import contextlib
 import functools
+import logging
 import math
 import time
 import uuid
@@ -350,18 +351,20 @@ class Dispatcher:
             log.exception("send_crashed", delivery_id=str(delivery.id))
             outcome = Outcome(False, 0, error=f"internal error: {type(exc).__name__}")
         record = self._decide(delivery, outcome, started_at)
-        log.info(
-            "attempt",
-            workspace_id=str(delivery.workspace_id),
-            subscription_id=str(delivery.subscription_id),
-            delivery_id=str(delivery.id),
-            event_id=str(delivery.event_id),
-            attempt=delivery.attempts_made + 1,
-            outcome=record.outcome,
-            status_code=outcome.status_code,
-            error=outcome.error,
-            duration_ms=outcome.duration_ms,
-        )
+        # Every attempt is in the attempt log; INFO has one line per recorded batch.
+        if log.is_enabled_for(logging.DEBUG):
+            log.debug(
+                "attempt",
+                workspace_id=str(delivery.workspace_id),
+                subscription_id=str(delivery.subscription_id),
+                delivery_id=str(delivery.id),
+                event_id=str(delivery.event_id),
+                attempt=delivery.attempts_made + 1,
+                outcome=record.outcome,
+                status_code=outcome.status_code,
+                error=outcome.error,
+                duration_ms=outcome.duration_ms,
+            )
         self._results.append(record)
         self._results_ready.set()
 
@@ -431,11 +434,20 @@ class Dispatcher:
 
     @staticmethod
     def _count(batch: list[AttemptRecord], disabled: list[tuple[uuid.UUID, str]]) -> None:
+        outcomes: Counter[str] = Counter()
         for record in batch:
+            outcomes[record.outcome] += 1
             counters.increment(ATTEMPTS, outcome=record.execution_status)
             counters.observe_duration(record.duration_ms / 1000)
             if record.outcome != Verdict.RETRY:
                 counters.increment(DELIVERIES_FINISHED, state=record.outcome)
+        log.info(
+            "attempts_recorded",
+            attempts=len(batch),
+            succeeded=outcomes[Verdict.SUCCEEDED],
+            retrying=outcomes[Verdict.RETRY],
+            failed=outcomes[Verdict.FAILED],
+        )
         for subscription_id, reason in disabled:
             counters.increment(SUBSCRIPTIONS_AUTO_DISABLED, reason=reason)
             log.warning(
