@@ -52,8 +52,9 @@ async def test_counters_and_the_duration_histogram(client, db, tenant, receiver,
     down = await create_subscription(
         client, tenant, url=f"{receiver.url}/down", event="voice.outbound"
     )
-    receiver.reply(Reply(200), path="/ok")
-    receiver.reply(Reply(500), path="/down")
+    # Answers that take a few milliseconds: durations are recorded in whole milliseconds.
+    receiver.reply(Reply(200, delay=0.005), path="/ok")
+    receiver.reply(Reply(500, delay=0.005), path="/down")
     first = await ingest(client, call_event(tenant.workspace_id, call_id="a"))
     second = await ingest(client, call_event(tenant.workspace_id, call_id="b"))
     third = await ingest(

@@ -1,11 +1,14 @@
-"""The recorder's transaction: a batch of attempts, their subscriptions' health, and what
+"""The batched result recorder: outcomes of attempts, their subscriptions' health, and what
 follows from it (auto-disabled subscriptions stop their pending work), committed together."""
 
+import asyncio
+import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import asyncpg
 
+from voicehooks.db.outage import DRIVER_ERRORS
 from voicehooks.queue import requeue, results
 from voicehooks.queue.results import AttemptRecord
 from voicehooks.states import INACTIVE_ERROR
@@ -38,3 +41,61 @@ async def record_batch(
             # Every worker (this one too, on the echo) drops what it holds of them.
             await requeue.stop(connection, [sid for sid, _ in disabled], INACTIVE_ERROR)
     return disabled, queued
+
+
+ConnectionSource = Callable[[], contextlib.AbstractAsyncContextManager[asyncpg.Connection]]
+RETRY_DELAY = 0.2
+
+
+class Recorder:
+    """Collects the outcomes of attempts and records them in batches: what gathers while one
+    batch is written goes into the next. On a database fault the batch is kept and retried."""
+
+    def __init__(
+        self,
+        connection: ConnectionSource,
+        *,
+        auto_disable_after: float,
+        stopping: asyncio.Event,
+        on_recorded: Callable[[list[AttemptRecord], list[tuple[uuid.UUID, str]], int], None],
+        on_fault: Callable[[Exception], None],
+    ) -> None:
+        self._connection = connection
+        self._auto_disable_after = auto_disable_after
+        self._stopping = stopping
+        self._on_recorded = on_recorded
+        self._on_fault = on_fault
+        self._ready = asyncio.Event()
+        self._results: list[AttemptRecord] = []
+
+    def add(self, record: AttemptRecord) -> None:
+        self._results.append(record)
+        self._ready.set()
+
+    def wake(self) -> None:
+        """Let `run` see that the dispatcher stops."""
+        self._ready.set()
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            await self._ready.wait()
+            self._ready.clear()
+            await self.flush()
+
+    async def flush(self, *, give_up: Callable[[], bool] = lambda: False) -> None:
+        """Record every collected outcome; `give_up` ends the retries after a fault."""
+        while self._results:
+            batch, self._results = self._results, []
+            try:
+                async with self._connection() as connection:
+                    disabled, queued = await record_batch(
+                        connection, batch, auto_disable_after=self._auto_disable_after
+                    )
+            except DRIVER_ERRORS as exc:
+                self._on_fault(exc)
+                self._results = batch + self._results
+                if give_up():
+                    return
+                await asyncio.sleep(RETRY_DELAY)
+                continue
+            self._on_recorded(batch, disabled, queued)

@@ -12,8 +12,8 @@ import logging
 import math
 import time
 import uuid
-from collections import Counter, deque
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 
 import asyncpg
@@ -24,9 +24,11 @@ from voicehooks.db.engine import look_up_types
 from voicehooks.db.outage import DRIVER_ERRORS, is_outage, outages
 from voicehooks.db.urls import libpq_url
 from voicehooks.dispatch.keys import UNDECRYPTABLE_ERROR, SigningKeys
-from voicehooks.dispatch.recorder import record_batch
+from voicehooks.dispatch.listener import Listener
+from voicehooks.dispatch.recorder import Recorder
 from voicehooks.dispatch.schedule import decide
 from voicehooks.dispatch.sender import Outcome, Sender
+from voicehooks.dispatch.slots import HostSlots
 from voicehooks.observability.metrics import (
     ATTEMPTS,
     DELIVERIES_FINISHED,
@@ -37,7 +39,7 @@ from voicehooks.observability.metrics import (
 from voicehooks.queue import claim, results, upkeep
 from voicehooks.queue.claim import ClaimedDelivery
 from voicehooks.queue.results import AttemptRecord
-from voicehooks.queue.wakeup import DELIVERIES_CHANNEL, cancelled_subscription
+from voicehooks.queue.wakeup import cancelled_subscription
 from voicehooks.states import Verdict
 
 log = structlog.get_logger("voicehooks.dispatch")
@@ -73,18 +75,27 @@ class Dispatcher:
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._short_of_room = False
-        self._results_ready = asyncio.Event()
-        self._results: list[AttemptRecord] = []
-        # Claimed and not finished, per destination host (waiting or being sent).
-        self._held: Counter[str] = Counter()
-        # Claimed and waiting for a sender, per destination host.
-        self._waiting: dict[str, deque[ClaimedDelivery]] = {}
-        # Sender loops: each sends the deliveries of one host, one at a time, until none waits.
-        # At most max_in_flight_per_host per host and max_in_flight in all.
-        self._senders: set[asyncio.Task[None]] = set()
-        self._senders_per_host: Counter[str] = Counter()
-        # Hosts that wanted another sender while all max_in_flight were busy, oldest first.
-        self._starving: dict[str, None] = {}
+        self._slots = HostSlots(
+            max_in_flight=settings.max_in_flight,
+            per_host=settings.max_in_flight_per_host,
+            send=self._attempt,
+            on_finished=self._room_freed,
+            stopping=self._stopping,
+        )
+        self._recorder = Recorder(
+            self._connection,
+            auto_disable_after=settings.auto_disable_after,
+            stopping=self._stopping,
+            on_recorded=self._recorded,
+            on_fault=functools.partial(self._database_fault, "record"),
+        )
+        self._listener = Listener(
+            self.database_url,
+            stopping=self._stopping,
+            on_notification=self._on_notification,
+            on_connected=self._wake.set,
+            on_fault=functools.partial(self._database_fault, "listen"),
+        )
         # Subscriptions deleted or deactivated, and when this worker heard of it (monotonic).
         self._cancelled: dict[uuid.UUID, float] = {}
 
@@ -117,24 +128,29 @@ class Dispatcher:
         )
         await self.sender.start()
         background = [
-            asyncio.create_task(self._listen(), name="listen"),
-            asyncio.create_task(self._housekeeping(), name="housekeeping"),
-            asyncio.create_task(counters.flush_forever(self._connection), name="metrics"),
+            asyncio.create_task(self._supervised("listen", self._listener.run)),
+            asyncio.create_task(self._supervised("housekeeping", self._housekeeping)),
+            asyncio.create_task(
+                self._supervised(
+                    "metrics", functools.partial(counters.flush_forever, self._connection)
+                )
+            ),
         ]
-        recorder = asyncio.create_task(self._record_loop(), name="record")
+        recorder = asyncio.create_task(self._supervised("record", self._recorder.run))
         log.info("dispatcher_started", max_in_flight=self.settings.max_in_flight)
         try:
             await self._claim_loop()
         finally:
-            if self._senders:
-                await asyncio.wait(set(self._senders), timeout=self.settings.delivery_timeout + 5)
-            for task in self._senders:
+            senders = set(self._slots.senders)
+            if senders:
+                await asyncio.wait(senders, timeout=self.settings.delivery_timeout + 5)
+            for task in self._slots.senders:
                 task.cancel()
             # Let the recorder finish the batch it holds (cancelling it would lose that batch).
             self.stop()
-            self._results_ready.set()
+            self._recorder.wake()
             await recorder
-            await self._record_pending()
+            await self._recorder.flush(give_up=self._pool_is_gone)
             await self._hand_back_unsent()
             for task in background:
                 task.cancel()
@@ -145,6 +161,18 @@ class Dispatcher:
             await self.sender.close()
             await self._pool.close()
             log.info("dispatcher_stopped")
+
+    async def _supervised(self, duty: str, run: Callable[[], Awaitable[None]]) -> None:
+        """Run a duty until the dispatcher stops; a bug in it is logged and the duty restarted,
+        so that no duty dies silently while the claim loop goes on without it."""
+        while not self._stopping.is_set():
+            try:
+                await run()
+            except Exception:
+                log.exception(f"{duty}_crashed")
+                await self._sleep(RECONNECT_DELAY)
+            else:
+                return
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
@@ -167,13 +195,13 @@ class Dispatcher:
         return HOLD_FACTOR * self.settings.max_in_flight_per_host
 
     def _host_room(self) -> dict[str, int]:
-        return {host: self._hold_per_host - held for host, held in self._held.items()}
+        return {host: self._hold_per_host - held for host, held in self._slots.held.items()}
 
     async def _claim_loop(self) -> None:
         assert self._pool is not None
         while not self._stopping.is_set():
             self._wake.clear()
-            room = HOLD_FACTOR * self.settings.max_in_flight - self._held.total()
+            room = HOLD_FACTOR * self.settings.max_in_flight - self._slots.held.total()
             requested = min(room, CLAIM_BATCH)
             claimed: list[ClaimedDelivery] = []
             host_free = self._host_room()
@@ -201,7 +229,7 @@ class Dispatcher:
                 outages.succeeded()
             for delivery in claimed:
                 if self._cancelled.get(delivery.subscription_id, -math.inf) < claim_started:
-                    self._start(delivery)
+                    self._slots.start(delivery)
                 # else: cancelled while this claim ran (it may have read the row before the
                 # change committed); its row is gone or failed, so there is nothing to hand back.
             # Room that frees up is worth a claim only if this one was short of room.
@@ -253,82 +281,12 @@ class Dispatcher:
         horizon = now - 2 * self.lease_seconds
         for old in [sid for sid, at in self._cancelled.items() if at < horizon]:
             del self._cancelled[old]
-        for host, queue in list(self._waiting.items()):
-            kept = [d for d in queue if d.subscription_id != subscription_id]
-            dropped = len(queue) - len(kept)
-            if not dropped:
-                continue
-            queue.clear()
-            queue.extend(kept)
-            for _ in range(dropped):
-                self._finished(host)
-            if not queue and not self._senders_per_host[host]:
-                del self._waiting[host]
-                self._starving.pop(host, None)
+        self._slots.drop_subscription(subscription_id)
 
     # -- sending --------------------------------------------------------------------------
 
-    def _start(self, delivery: ClaimedDelivery) -> None:
-        host = delivery.target_host
-        self._held[host] += 1
-        self._waiting.setdefault(host, deque()).append(delivery)
-        self._add_senders(host)
-
-    def _add_senders(self, host: str) -> None:
-        """As many sender loops for the host as it has deliveries held, within both bounds."""
-        if self._stopping.is_set():
-            return  # what waits now is handed back by run()
-        limit = min(self.settings.max_in_flight_per_host, self._held[host])
-        while self._senders_per_host[host] < limit:
-            if len(self._senders) >= self.settings.max_in_flight:
-                self._starving[host] = None
-                return
-            self._senders_per_host[host] += 1
-            task = asyncio.create_task(self._send_loop(host))
-            self._senders.add(task)
-            # The loop leaves the set itself; this covers one cancelled before it started.
-            task.add_done_callback(self._senders.discard)
-
-    async def _send_loop(self, host: str) -> None:
-        queue = self._waiting[host]
-        try:
-            while queue and not self._stopping.is_set():
-                delivery = queue.popleft()
-                await self._attempt(delivery)
-                self._finished(host)
-                if self._another_host_starves(host):
-                    break  # give the slot to it
-        finally:
-            self._senders.discard(asyncio.current_task())
-            self._senders_per_host[host] -= 1
-            if queue and not self._stopping.is_set():
-                self._starving[host] = None  # gave its slot away: queue up for the next one
-            if not self._senders_per_host[host]:
-                del self._senders_per_host[host]
-                if not queue:
-                    del self._waiting[host]
-            self._feed_starving()
-
-    def _another_host_starves(self, host: str) -> bool:
-        if len(self._senders) < self.settings.max_in_flight or not self._starving:
-            return False
-        return len(self._starving) > 1 or host not in self._starving
-
-    def _feed_starving(self) -> None:
-        """A sender slot came free: the host that has waited longest for one gets it."""
-        while self._starving and len(self._senders) < self.settings.max_in_flight:
-            host = next(iter(self._starving))
-            del self._starving[host]
-            if host in self._waiting:
-                self._add_senders(host)
-            if host in self._starving:
-                return
-
-    def _finished(self, host: str) -> None:
-        """A held delivery is done: its room can be claimed again."""
-        self._held[host] -= 1
-        if self._held[host] <= 0:
-            del self._held[host]
+    def _room_freed(self) -> None:
+        """A held delivery is done: worth a claim if the last one was short of room."""
         if self._short_of_room:
             self._wake.set()
 
@@ -365,8 +323,7 @@ class Dispatcher:
                 error=outcome.error,
                 duration_ms=outcome.duration_ms,
             )
-        self._results.append(record)
-        self._results_ready.set()
+        self._recorder.add(record)
 
     def _decide(
         self, delivery: ClaimedDelivery, outcome: Outcome, started_at: datetime
@@ -393,37 +350,21 @@ class Dispatcher:
 
     # -- recording --------------------------------------------------------------------------
 
-    async def _record_loop(self) -> None:
-        while not self._stopping.is_set():
-            await self._results_ready.wait()
-            self._results_ready.clear()
-            await self._record_pending()
+    def _recorded(
+        self, batch: list[AttemptRecord], disabled: list[tuple[uuid.UUID, str]], queued: int
+    ) -> None:
+        self._count(batch, disabled)
+        if queued:
+            self._wake.set()
 
-    async def _record_pending(self) -> None:
-        """Record every collected outcome; on a database fault keep them and try again."""
-        assert self._pool is not None
-        while self._results:
-            batch, self._results = self._results, []
-            try:
-                async with self._connection() as connection:
-                    disabled, released = await record_batch(
-                        connection, batch, auto_disable_after=self.settings.auto_disable_after
-                    )
-            except DRIVER_ERRORS as exc:
-                self._database_fault("record", exc)
-                self._results = batch + self._results
-                if self._stopping.is_set() and not self._pool.get_size():
-                    return
-                await asyncio.sleep(0.2)
-                continue
-            self._count(batch, disabled)
-            if released:
-                self._wake.set()
+    def _pool_is_gone(self) -> bool:
+        """Stopping with no connection left: what is unrecorded is sent again after its lease."""
+        return self._stopping.is_set() and self._pool is not None and not self._pool.get_size()
 
     async def _hand_back_unsent(self) -> None:
         """Release the claims of deliveries that were held but not sent, for others to take now."""
         assert self._pool is not None
-        unsent = [delivery for queue in self._waiting.values() for delivery in queue]
+        unsent = self._slots.unsent()
         if not unsent:
             return
         try:
@@ -455,39 +396,6 @@ class Dispatcher:
             )
 
     # -- background duties ------------------------------------------------------------------
-
-    async def _listen(self) -> None:
-        while not self._stopping.is_set():
-            lost = asyncio.Event()
-            connection = None
-
-            def on_lost(_: object, lost: asyncio.Event = lost) -> None:
-                lost.set()
-
-            try:
-                connection = await asyncpg.connect(self.database_url)
-                connection.add_termination_listener(on_lost)
-                await connection.add_listener(
-                    DELIVERIES_CHANNEL, lambda *args: self._on_notification(args[-1])
-                )
-                self._wake.set()  # anything notified while we were not listening
-                waiters = [
-                    asyncio.ensure_future(lost.wait()),
-                    asyncio.ensure_future(self._stopping.wait()),
-                ]
-                try:
-                    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    # The other waiter would outlive this connection: one per reconnect.
-                    for waiter in waiters:
-                        waiter.cancel()
-            except DRIVER_ERRORS as exc:
-                self._database_fault("listen", exc)
-            finally:
-                if connection is not None:
-                    with contextlib.suppress(Exception):
-                        await connection.close()
-            await self._sleep(RECONNECT_DELAY)
 
     async def _housekeeping(self) -> None:
         assert self._pool is not None
