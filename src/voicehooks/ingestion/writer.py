@@ -16,7 +16,7 @@ import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from voicehooks.db.engine import pooled_driver
-from voicehooks.db.outage import DATABASE_ERRORS, is_outage, outages
+from voicehooks.db.outage import is_outage, outages
 from voicehooks.ingestion.repository import IngestionRepository
 from voicehooks.ingestion.schemas import EventIn, IngestResult
 from voicehooks.ingestion.service import CallFacts, store
@@ -89,21 +89,25 @@ class IngestWriter:
     async def _write(self, requests: list[_Request]) -> None:
         try:
             await self._commit_together(requests)
-        except DATABASE_ERRORS as error:
-            if is_outage(error):
-                outages.failed(error)
+            return
+        except Exception as error:
+            if is_outage(error) or len(requests) == 1:
                 _fail(requests, error)
                 return
-            # Something about one request (never expected: validation came first) must not
-            # fail the others: each alone, in a transaction of its own.
-            for request in requests:
-                try:
-                    await self._commit_together([request])
-                except DATABASE_ERRORS as alone:
-                    _fail([request], alone)
-        except BaseException as error:
+        except BaseException as error:  # cancelled: its waiters are told so, then it ends
             _fail(requests, error)
-            if not isinstance(error, Exception):
+            raise
+        # Something about one request (never expected: validation came first) must not fail
+        # the others: each alone, in a transaction of its own.
+        for index, request in enumerate(requests):
+            try:
+                await self._commit_together([request])
+            except Exception as error:
+                _fail(requests[index:] if is_outage(error) else [request], error)
+                if is_outage(error):
+                    return
+            except BaseException as error:
+                _fail(requests[index:], error)
                 raise
 
     async def _commit_together(self, requests: list[_Request]) -> None:
@@ -128,6 +132,9 @@ async def _store_in_transaction(
 
 
 def _fail(requests: Sequence[_Request], error: BaseException) -> None:
+    """Every waiter raises `error`: an outage is a 503 (problem+json, Retry-After) for each."""
+    if is_outage(error):
+        outages.failed(error)
     for request in requests:
         if not request.answer.done():
             request.answer.set_exception(error)
