@@ -20,6 +20,7 @@ from voicehooks.db.outage import DATABASE_ERRORS
 from voicehooks.deliveries.endpoints import router as deliveries_router
 from voicehooks.ingestion import repository as ingestion_repository
 from voicehooks.ingestion.endpoints import router as ingestion_router
+from voicehooks.ingestion.writer import IngestWriter
 from voicehooks.observability.metrics import FLUSH_STATEMENT, counters, render_metrics
 from voicehooks.portal.endpoints import router as portal_router
 from voicehooks.subscriptions.endpoints import router as subscriptions_router
@@ -37,6 +38,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         database_url,
         hot_statements=(*ingestion_repository.HOT_STATEMENTS, FLUSH_STATEMENT),
     )
+    ingest_writer = IngestWriter(engine)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -55,6 +57,8 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         try:
             yield
         finally:
+            # Requests still waiting for their commit get it (or their error) first.
+            await ingest_writer.drain()
             flusher.cancel()
             with contextlib.suppress(Exception):
                 async with raw_connection(engine) as connection:
@@ -74,6 +78,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     app.state.settings = settings
     app.state.key_ring = key_ring
     app.state.engine = engine
+    app.state.ingest_writer = ingest_writer
     app.state.sessionmaker = create_sessionmaker(engine)
     install_problem_handlers(app)
     app.add_middleware(BodyLimitMiddleware)

@@ -127,3 +127,20 @@ async def raw_connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connectio
     async with engine.connect() as connection:
         yield await _driver(connection)
         await connection.commit()
+
+
+@contextlib.asynccontextmanager
+async def pooled_driver(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled asyncpg connection with no transaction begun, for a caller that runs its own
+    (asyncpg's `transaction()`): no SQLAlchemy work per statement, nor a `SELECT 1` to begin.
+
+    A connection the caller found broken is not given back to the pool for reuse.
+    """
+    async with engine.connect() as connection:
+        raw = await connection.get_raw_connection()
+        driver: asyncpg.Connection = raw.driver_connection
+        try:
+            yield driver
+        finally:
+            if driver.is_closed():
+                await connection.invalidate()

@@ -4,7 +4,7 @@ import hmac
 from typing import Annotated
 
 import structlog
-from fastapi import APIRouter, Body, Depends, Security, status
+from fastapi import APIRouter, Body, Depends, Request, Security, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from voicehooks.ingestion import service
@@ -15,7 +15,8 @@ from voicehooks.ingestion.schemas import (
     EventIn,
     IngestResult,
 )
-from voicehooks.web.dependencies import SessionDep, SettingsDep, Unauthorized
+from voicehooks.ingestion.writer import IngestWriter
+from voicehooks.web.dependencies import SettingsDep, Unauthorized
 from voicehooks.web.problems import BODY_RESPONSES, PROBLEM_RESPONSES
 from voicehooks.web.routing import AuthenticateFirstRoute
 
@@ -46,6 +47,11 @@ async def require_ingest_token(
         )
 
 
+def _writer(request: Request) -> IngestWriter:
+    writer: IngestWriter = request.app.state.ingest_writer
+    return writer
+
+
 router = APIRouter(
     prefix="/internal/v1",
     tags=["ingestion"],
@@ -67,12 +73,13 @@ async def ingest_event(
         EventIn,
         Body(openapi_examples={"ringing": {"summary": "A call rings", "value": EVENT_EXAMPLE}}),
     ],
-    session: SessionDep,
+    request: Request,
 ) -> IngestResult:
     """Store the event and one delivery per matching subscription, in one commit, before
     answering 202. A repeated `id` in the workspace answers the original result with
     `duplicate: true`."""
-    (result,) = await service.ingest(session, [body])
+    events = [body]
+    (result,) = await _writer(request).write(events, service.validate_events(events, batch=False))
     structlog.contextvars.bind_contextvars(
         workspace_id=str(body.workspace_id), event_id=str(result.id)
     )
@@ -107,11 +114,12 @@ async def ingest_batch(
             }
         ),
     ],
-    session: SessionDep,
+    request: Request,
 ) -> BatchResult:
     """As one event each, in one commit: one result per item, in order; an invalid item
     fails the whole batch (422, `errors[].field` names its index)."""
-    results = await service.ingest(session, body.events, batch=True)
+    facts = service.validate_events(body.events, batch=True)
+    results = await _writer(request).write(body.events, facts)
     structlog.contextvars.bind_contextvars(
         workspace_ids=sorted({str(item.workspace_id) for item in body.events}),
         event_ids=[str(result.id) for result in results],

@@ -87,13 +87,16 @@ HOT_STATEMENTS = (_MATCH, _INSERT_EVENTS, _STORED_EVENTS, *enqueue.HOT_STATEMENT
 
 
 class IngestionRepository:
-    """Runs on the asyncpg connection of the request's session: ingestion is the API's hot path."""
+    """Runs on asyncpg directly, ingestion being the API's hot path: on a connection whose
+    transaction the caller runs (the ingest writer's), or on the one under a session."""
 
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
+    def __init__(self, on: AsyncSession | asyncpg.Connection) -> None:
+        self._on = on
 
     async def _connection(self) -> asyncpg.Connection:
-        return await session_driver_connection(self.session)
+        if isinstance(self._on, asyncpg.Connection):
+            return self._on
+        return await session_driver_connection(self._on)
 
     async def candidates(self, keys: Sequence[MatchKey]) -> list[Candidate]:
         if not keys:

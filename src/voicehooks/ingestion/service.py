@@ -8,8 +8,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from voicehooks.errors import FieldError, InvalidInput
 from voicehooks.ingestion.repository import (
     Candidate,
@@ -117,13 +115,14 @@ def validate_events(events: Sequence[EventIn], *, batch: bool) -> list[CallFacts
     return facts
 
 
-async def ingest(
-    session: AsyncSession, events: Sequence[EventIn], *, batch: bool = False
+async def store(
+    repository: IngestionRepository, events: Sequence[EventIn], facts: Sequence[CallFacts]
 ) -> list[IngestResult]:
-    facts = validate_events(events, batch=batch)
-    repository = IngestionRepository(session)
-
-    # Within one request, a repeated client id is a duplicate of its first occurrence.
+    """Store validated events (`validate_events`) and one delivery per matching subscription,
+    in the caller's transaction; one result per event, in order. The events may come from
+    several requests (the ingest writer's shared transaction): each statement covers them all.
+    """
+    # A repeated client id is a duplicate of its first occurrence (also of another request).
     first_of: dict[tuple[uuid.UUID, str], int] = {}
     fresh: list[int] = []
     for index, item in enumerate(events):

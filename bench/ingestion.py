@@ -1,0 +1,567 @@
+#!/usr/bin/env python3
+"""Ingestion benchmark of voicehooks: the API against the database's own limits, one run.
+
+Per run, on a fresh database with `voicehooks api` as a subprocess and one subscription that
+every event matches:
+
+1. single        32 keep-alive aiohttp clients POST one event each, in a loop: events/s and
+                 the API process's CPU per event (/proc).
+2. commit limit  32 asyncpg connections, each committing one event row + one delivery row
+                 per transaction (one statement): the one-commit-per-event limit.
+3. batch         `POST /internal/v1/events/batch`, 500 events a batch, 2 batches in flight.
+4. unnest limit  2 asyncpg connections, each committing the same 500 events + 500
+                 deliveries per transaction with two `unnest` inserts: what set-based SQL
+                 of this database does with those rows.
+
+Ratios: single / commit limit, batch / unnest limit. See bench/README.md.
+
+    python bench/ingestion.py [--runs N] [--duration S] [--clients C] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import uvloop
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The sibling benchmark's helpers (CPU accounting, ports, settings).
+from delivery import (
+    PROJECT_DIR,
+    RESULTS_DIR,
+    CpuMeter,
+    code_version,
+    database_dsn,
+    free_port,
+    load_conditions,
+    log,
+    server_settings,
+    summarize_collapsed,
+)
+
+# The issue's floors (bench/README.md).
+FLOOR_SINGLE_PER_S = 1500.0
+FLOOR_BATCH_RATIO = 0.5
+
+EVENT = "voice.inbound"
+STATUSES = ("starting", "ringing", "ongoing", "completed")
+CHANNEL = "b827924e-9789-4c2f-a4d5-b352175354f6"
+
+
+def event_item(workspace_id: str, client_id: str, call_id: str, status: str) -> dict[str, Any]:
+    """An event as the voice platform sends it (about 300 bytes of JSON)."""
+    return {
+        "id": client_id,
+        "workspaceId": workspace_id,
+        "event": EVENT,
+        "occurredAt": "2026-11-24T09:30:00Z",
+        "payload": {
+            "id": call_id,
+            "channelId": CHANNEL,
+            "status": status,
+            "direction": "incoming",
+            "from": "+31612345678",
+            "to": "+31201234567",
+        },
+    }
+
+
+def stored_body(item: dict[str, Any]) -> str:
+    """The delivery body the service stores for an event (same size for the limit phases)."""
+    return json.dumps(
+        {"service": "channels", "event": item["event"], "payload": item["payload"]},
+        separators=(",", ":"),
+    )
+
+
+class Api:
+    """A fresh database, migrated and bootstrapped, and `voicehooks api` as a subprocess."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.database = f"voicehooks_bench_ingest_{secrets.token_hex(4)}"
+        self.dsn = database_dsn(args.admin_dsn, self.database)
+        self.token = secrets.token_urlsafe(24)
+        self.port = free_port()
+        self.log_dir = Path(tempfile.mkdtemp(prefix="voicehooks-bench-ingest-"))
+        self.process: subprocess.Popen[bytes] | None = None
+        self.tenancy: dict[str, str] = {}
+        self.created = False
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            VOICEHOOKS_DATABASE_URL=self.dsn,
+            VOICEHOOKS_INGEST_TOKEN=self.token,
+            VOICEHOOKS_ENCRYPTION_KEYS=base64.b64encode(secrets.token_bytes(32)).decode(),
+            VOICEHOOKS_ALLOW_HTTP_TARGETS="true",
+            VOICEHOOKS_ALLOWED_TARGET_NETWORKS="127.0.0.0/8",
+            VOICEHOOKS_LOG_LEVEL=self.args.log_level,
+        )
+        return env
+
+    async def start(self) -> None:
+        admin = await asyncpg.connect(self.args.admin_dsn, timeout=10)
+        try:
+            await admin.execute(f'CREATE DATABASE "{self.database}"')
+            self.created = True
+        finally:
+            await admin.close()
+        env = self.env()
+        for words in (("migrate",), ("bootstrap", "--organization", "bench")):
+            done = subprocess.run(
+                [self.args.python, "-m", "voicehooks", *words],
+                env=env,
+                capture_output=True,
+                timeout=120,
+                check=False,
+                cwd=PROJECT_DIR,
+            )
+            if done.returncode != 0:
+                raise RuntimeError(f"voicehooks {words[0]} failed:\n{done.stderr.decode()}")
+            if words[0] == "bootstrap":
+                self.tenancy = json.loads(done.stdout.decode().strip().splitlines()[-1])
+        out = open(self.log_dir / "api.log", "wb")  # noqa: SIM115 (kept by the child)
+        try:
+            self.process = subprocess.Popen(
+                [self.args.python, "-m", "voicehooks", "api", "--port", str(self.port)],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=PROJECT_DIR,
+            )
+        finally:
+            out.close()
+        deadline = time.monotonic() + 30
+        async with aiohttp.ClientSession() as session:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    tail = (self.log_dir / "api.log").read_text()[-2000:]
+                    raise RuntimeError(f"voicehooks api exited early:\n{tail}")
+                with contextlib.suppress(aiohttp.ClientError, OSError):
+                    async with session.get(f"{self.base}/readyz") as response:
+                        if response.status == 200:
+                            return
+                await asyncio.sleep(0.1)
+        raise RuntimeError("api not ready within 30 s")
+
+    async def subscribe(self) -> str:
+        org, ws = self.tenancy["organizationId"], self.tenancy["workspaceId"]
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                f"{self.base}/organizations/{org}/workspaces/{ws}/webhook-subscriptions",
+                # Nothing delivers in this benchmark (no worker): the deliveries stay pending.
+                json={"service": "channels", "event": EVENT, "url": "http://127.0.0.1:9/hook"},
+                headers={"Authorization": f"AccessKey {self.tenancy['accessKey']}"},
+            ) as response,
+        ):
+            body = await response.json()
+            if response.status != 201:
+                raise RuntimeError(f"subscription refused: {response.status} {body}")
+            return str(body["id"])
+
+    async def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.to_thread(self.process.wait, 15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                await asyncio.to_thread(self.process.wait, 5)
+        if self.created and not self.args.keep_db:
+            admin = await asyncpg.connect(self.args.admin_dsn, timeout=10)
+            try:
+                await admin.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+            finally:
+                await admin.close()
+        shutil.rmtree(self.log_dir, ignore_errors=True)
+
+
+async def for_duration(
+    workers: int, warmup: float, duration: float, step: Callable[[int, int], Awaitable[int]]
+) -> tuple[int, float]:
+    """Run `step(worker, n)` in `workers` loops; count the events of the steps that started
+    after the warm-up and ended before its end. (events, measured seconds)."""
+    start = time.monotonic()
+    measure_from, measure_to = start + warmup, start + warmup + duration
+    counted = [0] * workers
+
+    async def loop(worker: int) -> None:
+        n = 0
+        while (began := time.monotonic()) < measure_to:
+            events = await step(worker, n)
+            n += 1
+            if began >= measure_from and time.monotonic() <= measure_to:
+                counted[worker] += events
+
+    await asyncio.gather(*(loop(w) for w in range(workers)))
+    return sum(counted), duration
+
+
+def _rate(events: int, seconds: float) -> float:
+    return round(events / seconds, 1) if seconds else 0.0
+
+
+async def single_phase(args: argparse.Namespace, api: Api, run: int) -> dict[str, Any]:
+    ws = api.tenancy["workspaceId"]
+    url = f"{api.base}/internal/v1/events"
+    headers = {"Authorization": f"Bearer {api.token}"}
+    assert api.process is not None
+    meter = CpuMeter(args.admin_dsn, api.database, {"api": api.process.pid})
+    connector = aiohttp.TCPConnector(limit=args.clients)
+    async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
+
+        async def step(worker: int, n: int) -> int:
+            # One call per client and 4 statuses: events of a call follow one another.
+            item = event_item(
+                ws, f"s{run}-{worker}-{n}", f"s{run}-{worker}-{n // 4}", STATUSES[n % 4]
+            )
+            async with session.post(url, json=item) as response:
+                body = await response.read()
+                if response.status != 202:
+                    raise RuntimeError(f"ingest answered {response.status}: {body[:300]!r}")
+            return 1
+
+        async with py_spy(args, api, "single", run) as profile:
+            before = await meter.snapshot()
+            events, seconds = await for_duration(args.clients, args.warmup, args.duration, step)
+            after = await meter.snapshot()
+    cpu = meter.diff(before, after)
+    # The CPU window includes the warm-up; CPU per event divides by every answered event.
+    all_events = events * (cpu["wall_s"] / seconds) if seconds else 0
+    api_cpu = cpu["cpu_s"].get("api", 0.0)
+    return {
+        "events_per_s": _rate(events, seconds),
+        "events": events,
+        "api_cpu_ms_per_event": round(1000 * api_cpu / all_events, 3) if all_events else None,
+        "cpu": cpu,
+        **({"profile": profile} if profile else {}),
+    }
+
+
+@contextlib.asynccontextmanager
+async def py_spy(args: argparse.Namespace, api: Api, phase: str, run: int) -> Any:
+    """With --profile: py-spy samples the api during the phase; the summary lands in the
+    dict yielded."""
+    report: dict[str, Any] = {}
+    found = shutil.which("py-spy") or str(Path(args.python).parent / "py-spy")
+    if not args.profile or api.process is None or not Path(found).exists():
+        if args.profile:
+            log("--profile: py-spy is not installed (pip install py-spy); not profiling")
+        yield report
+        return
+    directory = RESULTS_DIR / f"{args.stamp}-profile"
+    directory.mkdir(parents=True, exist_ok=True)
+    output = directory / f"run{run}-{phase}-api.txt"
+    spy = subprocess.Popen(
+        [
+            *(found, "record", "--pid", str(api.process.pid), "--rate", "200"),
+            *("--nonblocking", "--format", "raw", "--output", str(output)),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield report
+    finally:
+        spy.send_signal(signal.SIGINT)
+        try:
+            await asyncio.to_thread(spy.wait, 15)
+        except subprocess.TimeoutExpired:
+            spy.kill()
+        if output.exists():
+            report.update(output=str(output), **summarize_collapsed(output, top=25))
+
+
+def _limit_rows(ws: str, subscription: str, items: list[dict[str, Any]]) -> tuple[list[Any], ...]:
+    event_ids = [uuid.uuid4() for _ in items]
+    return (
+        event_ids,
+        [uuid.UUID(ws)] * len(items),
+        [item["id"] for item in items],
+        [item["event"] for item in items],
+        [item["payload"]["id"] for item in items],
+        [stored_body(item) for item in items],
+        [1] * len(items),
+        [datetime(2026, 11, 24, 9, 30, tzinfo=UTC)] * len(items),
+        [uuid.uuid4() for _ in items],
+        [uuid.UUID(subscription)] * len(items),
+    )
+
+
+_ONE_COMMIT = """
+    WITH e AS (
+        INSERT INTO events (id, workspace_id, client_id, event, call_id, body, delivery_count,
+                            occurred_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+        RETURNING id, call_id
+    )
+    INSERT INTO deliveries (id, event_id, subscription_id, call_id, next_attempt_at)
+    SELECT $9, e.id, $10, e.call_id, now() FROM e
+"""
+
+_UNNEST_EVENTS = """
+    INSERT INTO events (id, workspace_id, client_id, event, call_id, body, delivery_count,
+                        occurred_at)
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[],
+                         $6::text[], $7::int[], $8::timestamptz[])
+"""
+
+_UNNEST_DELIVERIES = """
+    INSERT INTO deliveries (id, event_id, subscription_id, call_id, next_attempt_at)
+    SELECT d.id, d.event_id, d.subscription_id, d.call_id, now()
+    FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[])
+         AS d(id, event_id, subscription_id, call_id)
+"""
+
+
+async def commit_limit_phase(
+    args: argparse.Namespace, api: Api, subscription: str, run: int
+) -> dict[str, Any]:
+    ws = api.tenancy["workspaceId"]
+    connections = [await asyncpg.connect(api.dsn, timeout=10) for _ in range(args.clients)]
+    try:
+
+        async def step(worker: int, n: int) -> int:
+            item = event_item(ws, f"l{run}-{worker}-{n}", f"l{run}-{worker}-{n // 4}", "ringing")
+            columns = _limit_rows(ws, subscription, [item])
+            await connections[worker].execute(_ONE_COMMIT, *(column[0] for column in columns))
+            return 1
+
+        events, seconds = await for_duration(args.clients, args.warmup, args.duration, step)
+    finally:
+        for connection in connections:
+            await connection.close()
+    return {"events_per_s": _rate(events, seconds), "events": events}
+
+
+async def batch_phase(args: argparse.Namespace, api: Api, run: int) -> dict[str, Any]:
+    ws = api.tenancy["workspaceId"]
+    url = f"{api.base}/internal/v1/events/batch"
+    headers = {"Authorization": f"Bearer {api.token}", "Content-Type": "application/json"}
+    assert api.process is not None
+    meter = CpuMeter(args.admin_dsn, api.database, {"api": api.process.pid})
+    async with aiohttp.ClientSession(headers=headers) as session:
+
+        async def step(worker: int, n: int) -> int:
+            items = [
+                event_item(ws, f"b{run}-{worker}-{n}-{i}", f"b{run}-{worker}-{n}-{i // 4}", s)
+                for i, s in zip(range(args.batch), STATUSES * args.batch, strict=False)
+            ]
+            # Encoded before the clock matters: the client's JSON is not the service's cost.
+            async with session.post(url, data=json.dumps({"events": items})) as response:
+                body = await response.read()
+                if response.status != 202:
+                    raise RuntimeError(f"batch answered {response.status}: {body[:300]!r}")
+            return len(items)
+
+        async with py_spy(args, api, "batch", run) as profile:
+            before = await meter.snapshot()
+            events, seconds = await for_duration(
+                args.batch_concurrency, args.warmup, args.duration, step
+            )
+            after = await meter.snapshot()
+    return {
+        "events_per_s": _rate(events, seconds),
+        "events": events,
+        "cpu": meter.diff(before, after),
+        **({"profile": profile} if profile else {}),
+    }
+
+
+async def unnest_limit_phase(
+    args: argparse.Namespace, api: Api, subscription: str, run: int
+) -> dict[str, Any]:
+    ws = api.tenancy["workspaceId"]
+    connections = [
+        await asyncpg.connect(api.dsn, timeout=10) for _ in range(args.batch_concurrency)
+    ]
+    try:
+
+        async def step(worker: int, n: int) -> int:
+            items = [
+                event_item(ws, f"u{run}-{worker}-{n}-{i}", f"u{run}-{worker}-{n}-{i // 4}", s)
+                for i, s in zip(range(args.batch), STATUSES * args.batch, strict=False)
+            ]
+            columns = _limit_rows(ws, subscription, items)
+            connection = connections[worker]
+            async with connection.transaction():
+                await connection.execute(_UNNEST_EVENTS, *columns[:8])
+                await connection.execute(
+                    _UNNEST_DELIVERIES, columns[8], columns[0], columns[9], columns[4]
+                )
+            return len(items)
+
+        events, seconds = await for_duration(
+            args.batch_concurrency, args.warmup, args.duration, step
+        )
+    finally:
+        for connection in connections:
+            await connection.close()
+    return {"events_per_s": _rate(events, seconds), "events": events}
+
+
+async def one_run(args: argparse.Namespace, run: int) -> dict[str, Any]:
+    api = Api(args)
+    try:
+        await api.start()
+        subscription = await api.subscribe()
+        log(f"run {run}: single events, {args.clients} clients, {args.duration} s")
+        single = await single_phase(args, api, run)
+        log(f"run {run}: one commit per event, {args.clients} connections")
+        commit_limit = await commit_limit_phase(args, api, subscription, run)
+        log(f"run {run}: batches of {args.batch}, {args.batch_concurrency} in flight")
+        batch = await batch_phase(args, api, run)
+        log(f"run {run}: unnest inserts of {args.batch}, {args.batch_concurrency} connections")
+        unnest_limit = await unnest_limit_phase(args, api, subscription, run)
+    finally:
+        await api.stop()
+    result = {
+        "single": single,
+        "commit_limit": commit_limit,
+        "single_ratio": round(single["events_per_s"] / commit_limit["events_per_s"], 3),
+        "batch": batch,
+        "unnest_limit": unnest_limit,
+        "batch_ratio": round(batch["events_per_s"] / unnest_limit["events_per_s"], 3),
+    }
+    log(
+        f"run {run}: single {single['events_per_s']}/s "
+        f"({single['api_cpu_ms_per_event']} ms api CPU/event), "
+        f"commit limit {commit_limit['events_per_s']}/s, ratio {result['single_ratio']}; "
+        f"batch {batch['events_per_s']}/s, unnest limit {unnest_limit['events_per_s']}/s, "
+        f"ratio {result['batch_ratio']}"
+    )
+    return result
+
+
+async def run_all(args: argparse.Namespace) -> dict[str, Any]:
+    results: dict[str, Any] = {
+        "started_at": args.stamp,
+        "code": code_version(),
+        "postgres": await server_settings(args.admin_dsn),
+        "load_before": load_conditions(),
+        "options": {
+            name: getattr(args, name)
+            for name in ("runs", "duration", "warmup", "clients", "batch", "batch_concurrency")
+        },
+        "runs": [],
+    }
+    for run in range(1, args.runs + 1):
+        results["runs"].append(await one_run(args, run))
+    results["load_after"] = load_conditions()
+    return results
+
+
+def _spread(values: list[float]) -> str:
+    return f"{min(values):,.3g}–{max(values):,.3g}" if values else "–"
+
+
+def print_summary(results: dict[str, Any], path: Path | None) -> None:
+    runs = results["runs"]
+    rows = [
+        ("single events/s (32 clients)", [r["single"]["events_per_s"] for r in runs]),
+        ("  api CPU ms per event", [r["single"]["api_cpu_ms_per_event"] or 0 for r in runs]),
+        ("one-commit-per-event limit /s", [r["commit_limit"]["events_per_s"] for r in runs]),
+        ("  ratio single / limit", [r["single_ratio"] for r in runs]),
+        ("batch events/s (500/batch)", [r["batch"]["events_per_s"] for r in runs]),
+        ("unnest insert limit events/s", [r["unnest_limit"]["events_per_s"] for r in runs]),
+        ("  ratio batch / limit", [r["batch_ratio"] for r in runs]),
+    ]
+    print(f"\ncode {results['code'].get('commit')}  postgres {results['postgres']}")
+    print(
+        f"{'':34}" + "".join(f"{'run ' + str(i + 1):>10}" for i in range(len(runs))) + "   min–max"
+    )
+    for label, values in rows:
+        print(f"{label:34}" + "".join(f"{v:>10,.3g}" for v in values) + f"   {_spread(values)}")
+    for i, r in enumerate(runs):
+        for phase in ("single", "batch"):
+            cpu = r[phase]["cpu"]
+            note = " (DISTURBED)" if cpu.get("disturbed") else ""
+            print(
+                f"run {i + 1} {phase:6} cpu s {cpu['cpu_s']} in {cpu['wall_s']} s wall, "
+                f"machine busy {cpu.get('machine_busy_pct')}%, "
+                f"others {cpu['other_processes_cpu_s']} {cpu['other_processes_top']}{note}"
+            )
+            profile = r[phase].get("profile")
+            if profile and profile.get("samples"):
+                print(f"  py-spy self %: {profile['self_pct'][:12]}")
+    single_ok = min(r["single"]["events_per_s"] for r in runs) >= FLOOR_SINGLE_PER_S
+    batch_ok = min(r["batch_ratio"] for r in runs) >= FLOOR_BATCH_RATIO
+    print(
+        f"verdict: single ≥ {FLOOR_SINGLE_PER_S:.0f}/s {'ok' if single_ok else 'BELOW FLOOR'}; "
+        f"batch ratio ≥ {FLOOR_BATCH_RATIO} {'ok' if batch_ok else 'BELOW FLOOR'}"
+    )
+    results["verdict"] = {"single_ok": single_ok, "batch_ok": batch_ok}
+    print(f"load average before {results['load_before']} after {results['load_after']}")
+    if path is not None:
+        print(f"written to {path}")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3, help="runs, each on a fresh database")
+    parser.add_argument("--duration", type=float, default=10.0, help="measured s per phase")
+    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured s before each")
+    parser.add_argument("--clients", type=int, default=32, help="single-event clients")
+    parser.add_argument("--batch", type=int, default=500, help="events per batch")
+    parser.add_argument("--batch-concurrency", type=int, default=2, help="batches in flight")
+    parser.add_argument("--log-level", default="INFO", help="VOICEHOOKS_LOG_LEVEL of the api")
+    parser.add_argument(
+        "--admin-dsn",
+        default=os.environ.get("BENCH_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"),
+        help="a Postgres connection allowed to CREATE/DROP DATABASE",
+    )
+    parser.add_argument("--python", default=sys.executable, help="interpreter with voicehooks")
+    parser.add_argument("--keep-db", action="store_true", help="do not drop the databases")
+    parser.add_argument("--no-save", action="store_true", help="do not write bench/results/")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample the api with py-spy during the single and batch phases (perturbs the "
+        "figures); written to bench/results/<timestamp>-profile/",
+    )
+    args = parser.parse_args(argv)
+    args.stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    results = uvloop.run(run_all(args))
+    path = None
+    if not args.no_save:
+        path = RESULTS_DIR / f"ingestion-{args.stamp}.json"
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    print_summary(results, path)
+    if path is not None:
+        path.write_text(json.dumps(results, indent=2) + "\n")
+    return 0 if all(results["verdict"].values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
