@@ -101,6 +101,7 @@ async def serve_worker() -> None:
             response.raise_for_status()
 
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, manager.shutdown.set)
+    print("peer_worker_started", flush=True)
     # pgqueuer wants the cap at least twice the batch it fetches.
     await manager.run(
         dequeue_timeout=timedelta(seconds=5),

@@ -404,11 +404,11 @@ class PeerService:
                     return False
         except (aiohttp.ClientError, OSError):
             return False
-        rows = await self.db.query(
-            "SELECT count(*) AS n FROM pg_stat_activity"
-            " WHERE datname = current_database() AND query ILIKE 'LISTEN %'"
+        return all(
+            "peer_worker_started" in self.processes.log_text(name)
+            for name in self.processes.running
+            if name.startswith("worker-")
         )
-        return rows[0]["n"] >= self.args.worker_processes
 
     def pids(self) -> dict[str, int]:
         pids = self.processes.pids()

@@ -24,26 +24,26 @@ OTHER_WORKSPACES = 1000  # the 100k subscriptions' workspaces, 100 each by defau
 # One statement: the other workspaces, then copies of the bench subscription into each of
 # them with their own id and host. Copied through jsonb so that it holds whatever columns
 # the table has; the copies' signing keys (bound to the original's id) are never used, as
-# no event of theirs is ever ingested.
+# no event of theirs is ever ingested. (`original`, not `template`: a column has that name.)
 MANY_SUBSCRIPTIONS_SQL = """
-WITH template AS (SELECT * FROM subscriptions WHERE id = $1),
+WITH original AS (SELECT * FROM subscriptions WHERE id = $1),
 other AS (
     INSERT INTO workspaces (id, organization_id, name)
     SELECT gen_random_uuid(), organization_id, 'bench-other-' || n
-    FROM template, generate_series(1, $2) AS n
+    FROM original, generate_series(1, $2) AS n
     RETURNING id, name
 )
 INSERT INTO subscriptions
 SELECT (jsonb_populate_record(
     NULL::subscriptions,
-    to_jsonb(template) || jsonb_build_object(
+    to_jsonb(original.*) || jsonb_build_object(
         'id', gen_random_uuid(),
         'workspace_id', other.id,
         'url', 'https://' || other.name || '-' || k || '.example.com/hook',
         'target_host', other.name || '-' || k || '.example.com'
     )
 )).*
-FROM template, other, generate_series(1, $3) AS k
+FROM original, other, generate_series(1, $3) AS k
 """
 
 
