@@ -103,10 +103,11 @@ async def e2e_phase(
     name: str = "e2e",
     batches: list[bytes] | None = None,
     bound: float | None = None,
+    events: int | None = None,
 ) -> dict:
     """`--events` events ingested in batches as fast as the service takes them; every one
     must arrive at the receiver (other subscriptions, e.g. to a dead host, may take more)."""
-    total = args.events
+    total = events or args.events
     batches = batches if batches is not None else e2e_batches(service.workspace, total)
     headers = {"Authorization": f"Bearer {service.token}", "content-type": "application/json"}
     batch_seconds: list[float] = []

@@ -296,7 +296,7 @@ class Service:
         org, ws = self.tenancy["organizationId"], self.tenancy["workspaceId"]
         body: dict[str, Any] = {"service": "channels", "event": EVENT, "url": url}
         if channel is not None:
-            body["channelId"] = channel
+            body["eventFilters"] = [{"key": "channelId", "value": channel}]
         async with session.post(
             f"{self.base}/organizations/{org}/workspaces/{ws}/webhook-subscriptions",
             json=body,

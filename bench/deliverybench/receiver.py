@@ -15,6 +15,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+DEAD_HOST = "127.0.0.2"
+
 
 class _Recorder:
     def __init__(self) -> None:
@@ -148,12 +150,14 @@ class DeadHost:
             writer.close()
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._hold, "127.0.0.1", 0, backlog=1024)
+        # Another loopback address: the service bounds concurrency per host name, and a
+        # dead host on the receiver's own address would be the same destination.
+        self._server = await asyncio.start_server(self._hold, DEAD_HOST, 0, backlog=1024)
         self.port = self._server.sockets[0].getsockname()[1]
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
+        return f"http://{DEAD_HOST}:{self.port}/hook"
 
     async def stop(self) -> None:
         if self._server is None:
