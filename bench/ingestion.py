@@ -44,19 +44,12 @@ import asyncpg
 import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-# The sibling benchmark's helpers (CPU accounting, ports, settings).
-from delivery import (
-    PROJECT_DIR,
-    RESULTS_DIR,
-    CpuMeter,
-    code_version,
-    database_dsn,
-    free_port,
-    load_conditions,
-    log,
-    server_settings,
-    summarize_collapsed,
-)
+# The delivery benchmark's helpers (CPU accounting, ports, settings).
+from deliverybench.common import PROJECT_DIR, RESULTS_DIR, free_port, log
+from deliverybench.cpu import CpuMeter
+from deliverybench.main import code_version, load_conditions
+from deliverybench.processes import database_dsn, server_settings
+from deliverybench.profiling import summarize_collapsed
 
 # The floors (bench/README.md).
 FLOOR_SINGLE_PER_S = 1500.0
