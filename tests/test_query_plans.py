@@ -14,7 +14,8 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from voicehooks.queue.claim import _CLAIM
+from voicehooks.queue.claim import _CLAIM, claim
+from voicehooks.queue.results import _RECORD
 
 ROWS = 100_000
 CLAIM = 100
@@ -134,7 +135,21 @@ def _whole_table_reads(plan: dict[str, object]) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("statistics", ["taken while idle", "taken after the fill"])
+IDLE_AFTER_BUSY = "taken while idle after a busy time"
+
+
+async def _idle_after_busy(db: asyncpg.Connection, subscription_id: uuid.UUID) -> None:
+    """Statistics of a queue that was busy and is empty now: pages, and no row in them. The
+    planner then takes the queue for empty however many rows come in later."""
+    await _fill(db, subscription_id, "healthy.example", 20_000)
+    await db.execute("DELETE FROM delivery_queue")
+    await db.execute("UPDATE deliveries SET state = 'succeeded', next_attempt_at = NULL")
+    await db.execute("ANALYZE delivery_queue, deliveries, events, subscriptions")
+
+
+@pytest.mark.parametrize(
+    "statistics", ["taken while idle", IDLE_AFTER_BUSY, "taken after the fill"]
+)
 @pytest.mark.parametrize("generic", [False, True], ids=["custom plan", "generic plan"])
 async def test_a_claim_reads_a_few_pages_of_a_big_backlog_whatever_the_statistics(
     queue_fill: asyncpg.Connection, statistics: str, generic: bool
@@ -143,6 +158,8 @@ async def test_a_claim_reads_a_few_pages_of_a_big_backlog_whatever_the_statistic
     healthy, dead = await _subscriptions(db)
     if statistics == "taken while idle":
         await db.execute("ANALYZE delivery_queue, deliveries, events, subscriptions")
+    elif statistics == IDLE_AFTER_BUSY:
+        await _idle_after_busy(db, healthy)
     await _fill(db, healthy, "healthy.example", ROWS // 2)
     await _fill(db, dead, "dead.example", ROWS // 2)
     if statistics == "taken after the fill":
@@ -155,7 +172,9 @@ async def test_a_claim_reads_a_few_pages_of_a_big_backlog_whatever_the_statistic
     assert _pages(plan) < PAGE_BUDGET, _pages(plan)
 
 
-@pytest.mark.parametrize("statistics", ["taken while idle", "taken after the fill"])
+@pytest.mark.parametrize(
+    "statistics", ["taken while idle", IDLE_AFTER_BUSY, "taken after the fill"]
+)
 async def test_a_full_host_costs_the_claim_nothing_however_long_its_backlog(
     queue_fill: asyncpg.Connection, statistics: str
 ) -> None:
@@ -164,6 +183,8 @@ async def test_a_full_host_costs_the_claim_nothing_however_long_its_backlog(
     healthy, dead = await _subscriptions(db)
     if statistics == "taken while idle":
         await db.execute("ANALYZE delivery_queue")
+    elif statistics == IDLE_AFTER_BUSY:
+        await _idle_after_busy(db, healthy)
     await _fill(db, dead, "dead.example", ROWS - CLAIM, age=600)
     await _fill(db, healthy, "healthy.example", CLAIM, age=5)
     if statistics == "taken after the fill":
@@ -210,3 +231,57 @@ async def test_an_empty_queue_is_claimed_from_in_a_handful_of_pages(
     plan, claimed = await _explain(db, host_free={})
     assert claimed == 0
     assert _pages(plan) < 10
+
+
+def _array(values: list[object], kind: str) -> str:
+    """An array literal for EXPLAIN EXECUTE (the values are the test's own: no quoting)."""
+    items = ",".join("NULL" if value is None else f'"{value}"' for value in values)
+    return f"'{{{items}}}'::{kind}[]"
+
+
+@pytest.mark.parametrize("statistics", [IDLE_AFTER_BUSY, "taken after the fill"])
+async def test_recording_a_batch_reads_a_few_pages_per_attempt_whatever_the_statistics(
+    queue_fill: asyncpg.Connection, statistics: str
+) -> None:
+    """The recorder's statement, for 100 claimed deliveries of a 100k queue: half succeed,
+    half are retried."""
+    db = queue_fill
+    healthy, dead = await _subscriptions(db)
+    if statistics == IDLE_AFTER_BUSY:
+        await _idle_after_busy(db, healthy)
+    await _fill(db, healthy, "healthy.example", ROWS // 2)
+    await _fill(db, dead, "dead.example", ROWS // 2)
+    if statistics == "taken after the fill":
+        await db.execute("ANALYZE delivery_queue, deliveries, events, subscriptions")
+    claimed = await claim(db, limit=CLAIM, host_free={}, per_host=CLAIM, lease_seconds=30)
+    assert len(claimed) == CLAIM
+    outcomes = ["succeeded" if n % 2 else "retry" for n in range(CLAIM)]
+    arrays = [
+        _array([d.id for d in claimed], "uuid"),
+        _array([d.claim_token for d in claimed], "uuid"),
+        _array(outcomes, "text"),
+        _array([60.0] * CLAIM, "float8"),
+        _array([d.subscription_id for d in claimed], "uuid"),
+        _array([d.event_id for d in claimed], "uuid"),
+        _array([d.event for d in claimed], "text"),
+        _array([1] * CLAIM, "int"),
+        _array([5] * CLAIM, "int"),
+        _array([200] * CLAIM, "int"),
+        _array([None] * CLAIM, "text"),
+        _array(["ok"] * CLAIM, "text"),
+        _array(["2026-12-01T00:00:00Z"] * CLAIM, "timestamptz"),
+        _array(["succeeded"] * CLAIM, "text"),
+    ]
+    name = f"record_{uuid.uuid4().hex}"
+    await db.execute(f"PREPARE {name} AS {_RECORD}")
+    raw = await db.fetchval(
+        f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE {name}({', '.join(arrays)})"
+    )
+    plan = json.loads(raw)[0]["Plan"]
+    finished = await db.fetchval(
+        "SELECT count(*) FROM deliveries WHERE id = ANY($1::uuid[]) AND state = 'succeeded'",
+        [d.id for n, d in enumerate(claimed) if n % 2],
+    )
+    assert finished == CLAIM // 2  # the statement did its work (the test's transaction undoes it)
+    assert _whole_table_reads(plan) == []
+    assert _pages(plan) < PAGE_BUDGET, _pages(plan)

@@ -7,9 +7,12 @@ does not hinge on how many rows the planner thinks are due.
 - `candidates` takes, per host with room, its earliest rows in due order (same index) and
   keeps those due. A host that is full costs nothing, however long its backlog: a dead
   receiver's rows are never walked by claims for the others.
-- Rows are locked by primary key (SKIP LOCKED: a concurrent worker's pick is left to it) and
-  leased: the due time moves to the end of the lease, so a leased row is not due again until
-  its worker has had the time to send it.
+- Rows are locked and leased by their physical address (ctid, a TID scan: its cost does not
+  hinge on row estimates either, which for this table of short-lived rows are often those
+  of an empty table). SKIP LOCKED leaves a concurrent worker's pick to it; a row another
+  worker changed meanwhile no longer has that address and is skipped too. The lease moves
+  the due time to the end of the lease, so a leased row is not due again until its worker
+  has had the time to send it.
 """
 
 import json
@@ -33,9 +36,9 @@ WITH RECURSIVE hosts AS (
          ON b.host = h.target_host
     WHERE h.target_host IS NOT NULL
 ), candidates AS (
-    SELECT c.delivery_id, c.due_at
+    SELECT c.row_id, c.due_at
     FROM room CROSS JOIN LATERAL (
-        SELECT q.delivery_id, q.due_at FROM delivery_queue q
+        SELECT q.ctid AS row_id, q.due_at FROM delivery_queue q
         WHERE q.target_host = room.target_host
         ORDER BY q.due_at
         LIMIT greatest(room.free, 0)
@@ -44,14 +47,14 @@ WITH RECURSIVE hosts AS (
     ORDER BY c.due_at
     LIMIT $4
 ), locked AS (
-    SELECT q.delivery_id FROM delivery_queue q
-    WHERE q.delivery_id = ANY(ARRAY(SELECT delivery_id FROM candidates)) AND q.due_at <= now()
+    SELECT q.ctid AS row_id FROM delivery_queue q
+    WHERE q.ctid = ANY(ARRAY(SELECT row_id FROM candidates))
     FOR UPDATE SKIP LOCKED
 )
 UPDATE delivery_queue q
 SET claim_token = (SELECT gen_random_uuid()), due_at = now() + make_interval(secs => $5)
 FROM locked, deliveries d, subscriptions s, events e
-WHERE q.delivery_id = locked.delivery_id
+WHERE q.ctid = locked.row_id
   AND d.id = q.delivery_id AND s.id = q.subscription_id AND e.id = d.event_id
 RETURNING q.delivery_id, q.claim_token, d.attempts, d.attempts_allowed, q.subscription_id,
           d.event_id, q.call_id, s.url, q.target_host, s.signing_key, s.previous_signing_keys,

@@ -35,11 +35,16 @@ _ENQUEUE = f"""
              WITH ORDINALITY AS n(id, event_id, subscription_id, call_id, position)
         JOIN live ON live.id = n.subscription_id
     ), to_queue AS (
-        SELECT * FROM new
-        WHERE NOT EXISTS (
-            SELECT 1 FROM deliveries pending
+        -- One probe of ix_deliveries_call_order per new delivery, whatever the estimates (a
+        -- LATERAL with LIMIT is not turned into a join that reads every pending delivery).
+        SELECT new.* FROM new
+        LEFT JOIN LATERAL (
+            SELECT true AS found FROM deliveries pending
             WHERE pending.subscription_id = new.subscription_id
-              AND pending.call_id = new.call_id AND pending.state = 'pending')
+              AND pending.call_id = new.call_id AND pending.state = 'pending'
+            LIMIT 1
+        ) AS blocker ON true
+        WHERE blocker.found IS NULL
     ), queued AS ({QUEUE_HEADS})
     INSERT INTO deliveries (id, event_id, subscription_id, call_id, next_attempt_at)
     SELECT new.delivery_id, new.event_id, new.subscription_id, new.call_id,

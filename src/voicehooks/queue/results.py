@@ -34,16 +34,28 @@ WITH result AS (
            r.execution_status, r.duration_ms, r.status_code, r.error, r.response_body, r.started_at
     FROM result r
     WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = r.id)
+), held AS (
+    -- The results whose claim is still the sender's, with their queue rows locked: one
+    -- primary-key probe per result (a LATERAL with LIMIT is not reordered into a join that
+    -- walks the queue, whatever its statistics say).
+    SELECT r.id, r.outcome, r.delay, q.row_id, q.subscription_id, q.call_id, q.target_host
+    FROM result r
+    CROSS JOIN LATERAL (
+        SELECT q.ctid AS row_id, q.subscription_id, q.call_id, q.target_host
+        FROM delivery_queue q
+        WHERE q.delivery_id = r.id AND q.claim_token = r.token
+        LIMIT 1
+        FOR UPDATE
+    ) AS q
 ), retried AS (
     UPDATE delivery_queue q
-    SET claim_token = NULL, due_at = now() + make_interval(secs => r.delay)
-    FROM result r
-    WHERE q.delivery_id = r.id AND q.claim_token = r.token AND r.outcome = 'retry'
+    SET claim_token = NULL, due_at = now() + make_interval(secs => h.delay)
+    FROM held h
+    WHERE q.ctid = h.row_id AND h.outcome = 'retry'
     RETURNING q.delivery_id
 ), finished AS (
     DELETE FROM delivery_queue q
-    USING result r
-    WHERE q.delivery_id = r.id AND q.claim_token = r.token AND r.outcome <> 'retry'
+    WHERE q.ctid = ANY(ARRAY(SELECT row_id FROM held WHERE outcome <> 'retry'))
     RETURNING q.delivery_id, q.subscription_id, q.call_id, q.target_host
 ), recorded AS (
     UPDATE deliveries d SET
@@ -52,9 +64,8 @@ WITH result AS (
         next_attempt_at = CASE WHEN r.outcome = 'retry'
                                THEN now() + make_interval(secs => r.delay) END,
         updated_at = now()
-    FROM result r
-    WHERE d.id = r.id
-      AND (d.id IN (SELECT delivery_id FROM retried) OR d.id IN (SELECT delivery_id FROM finished))
+    FROM held h JOIN result r ON r.id = h.id
+    WHERE d.id = h.id
 ), to_queue AS (
     SELECT nxt.id AS delivery_id, f.subscription_id, f.call_id, f.target_host, nxt.seq
     FROM finished f
