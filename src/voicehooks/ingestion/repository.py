@@ -10,7 +10,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from voicehooks.db.engine import session_driver_connection
 from voicehooks.queue import enqueue
-from voicehooks.queue.enqueue import NewDelivery
 
 
 @dataclass(frozen=True)
@@ -93,7 +92,7 @@ class IngestionRepository:
     def __init__(self, on: AsyncSession | asyncpg.Connection) -> None:
         self._on = on
 
-    async def _connection(self) -> asyncpg.Connection:
+    async def connection(self) -> asyncpg.Connection:
         if isinstance(self._on, asyncpg.Connection):
             return self._on
         return await session_driver_connection(self._on)
@@ -101,7 +100,7 @@ class IngestionRepository:
     async def candidates(self, keys: Sequence[MatchKey]) -> list[Candidate]:
         if not keys:
             return []
-        connection = await self._connection()
+        connection = await self.connection()
         rows = await connection.fetch(
             _MATCH,
             [key.workspace_id for key in keys],
@@ -112,7 +111,7 @@ class IngestionRepository:
 
     async def insert_events(self, events: Sequence[NewEvent]) -> set[uuid.UUID]:
         """Insert the events whose client id is new; return the ids that were inserted."""
-        connection = await self._connection()
+        connection = await self.connection()
         rows = await connection.fetch(
             _INSERT_EVENTS,
             [e.id for e in events],
@@ -129,14 +128,10 @@ class IngestionRepository:
     async def stored_events(
         self, keys: Sequence[tuple[uuid.UUID, str]]
     ) -> dict[tuple[uuid.UUID, str], StoredEvent]:
-        connection = await self._connection()
+        connection = await self.connection()
         rows = await connection.fetch(
             _STORED_EVENTS,
             [workspace_id for workspace_id, _ in keys],
             [client_id for _, client_id in keys],
         )
         return {(row[0], row[1]): StoredEvent(row[2], row[3]) for row in rows}
-
-    async def insert_deliveries(self, deliveries: Sequence[NewDelivery]) -> None:
-        """In ingestion order; the dispatchers hear of them on commit."""
-        await enqueue.enqueue(await self._connection(), deliveries)

@@ -17,7 +17,7 @@ from voicehooks.ingestion.repository import (
 )
 from voicehooks.ingestion.schemas import EventIn, IngestResult
 from voicehooks.observability.metrics import EVENTS_INGESTED, counters
-from voicehooks.queue.enqueue import NewDelivery
+from voicehooks.queue.enqueue import NewDelivery, enqueue
 from voicehooks.voice import CALL_STATUSES, SERVICE
 
 MAX_CALL_ID_LENGTH = 255
@@ -115,6 +115,37 @@ def validate_events(events: Sequence[EventIn], *, batch: bool) -> list[CallFacts
     return facts
 
 
+@dataclass(slots=True)
+class _Item:
+    """One event of the transaction as `store` takes it through: its facts, its new row (or
+    the earlier item it repeats), its subscriptions, its result."""
+
+    event: EventIn
+    facts: CallFacts
+    repeats: "_Item | None" = None
+    row: NewEvent | None = None
+    subscriptions: list[uuid.UUID] = dataclasses.field(default_factory=list)
+
+    @property
+    def key(self) -> MatchKey:
+        return MatchKey(self.event.workspace_id, self.event.event, self.facts.channel_id)
+
+
+def _items(events: Sequence[EventIn], facts: Sequence[CallFacts]) -> list[_Item]:
+    """Per-item records; a repeated client id points at its first occurrence (also one of
+    another request in the same transaction)."""
+    items: list[_Item] = []
+    first: dict[tuple[uuid.UUID, str], _Item] = {}
+    for event, fact in zip(events, facts, strict=True):
+        item = _Item(event, fact)
+        if event.id is not None:
+            item.repeats = first.setdefault((event.workspace_id, event.id), item)
+            if item.repeats is item:
+                item.repeats = None
+        items.append(item)
+    return items
+
+
 async def store(
     repository: IngestionRepository, events: Sequence[EventIn], facts: Sequence[CallFacts]
 ) -> list[IngestResult]:
@@ -122,84 +153,62 @@ async def store(
     in the caller's transaction; one result per event, in order. The events may come from
     several requests (the ingest writer's shared transaction): each statement covers them all.
     """
-    # A repeated client id is a duplicate of its first occurrence (also of another request).
-    first_of: dict[tuple[uuid.UUID, str], int] = {}
-    fresh: list[int] = []
-    for index, item in enumerate(events):
-        if item.id is not None:
-            key = (item.workspace_id, item.id)
-            if key in first_of:
-                continue
-            first_of[key] = index
-        fresh.append(index)
-
-    keys = list(
-        dict.fromkeys(
-            MatchKey(events[i].workspace_id, events[i].event, facts[i].channel_id) for i in fresh
-        )
-    )
-    candidates_by_key: dict[MatchKey, list[Candidate]] = {}
-    for candidate in await repository.candidates(keys):
-        candidates_by_key.setdefault(candidate.key, []).append(candidate)
-
-    new_events: list[NewEvent] = []
-    matched: dict[uuid.UUID, list[uuid.UUID]] = {}
-    for i in fresh:
-        item, fact = events[i], facts[i]
-        match_key = MatchKey(item.workspace_id, item.event, fact.channel_id)
-        subscription_ids = [
+    items = _items(events, facts)
+    fresh = [item for item in items if item.repeats is None]
+    candidates: dict[MatchKey, list[Candidate]] = {}
+    for candidate in await repository.candidates(list({item.key: None for item in fresh})):
+        candidates.setdefault(candidate.key, []).append(candidate)
+    for item in fresh:
+        item.subscriptions = [
             c.subscription_id
-            for c in candidates_by_key.get(match_key, [])
-            if _matches(c, fact.status)
+            for c in candidates.get(item.key, [])
+            if _matches(c, item.facts.status)
         ]
-        event_id = uuid.uuid4()
-        matched[event_id] = subscription_ids
-        new_events.append(
-            NewEvent(
-                id=event_id,
-                workspace_id=item.workspace_id,
-                client_id=item.id,
-                event=item.event,
-                call_id=fact.call_id,
-                body=fact.body,
-                delivery_count=len(subscription_ids),
-                occurred_at=item.occurred_at,
-            )
+        item.row = NewEvent(
+            id=uuid.uuid4(),
+            workspace_id=item.event.workspace_id,
+            client_id=item.event.id,
+            event=item.event.event,
+            call_id=item.facts.call_id,
+            body=item.facts.body,
+            delivery_count=len(item.subscriptions),
+            occurred_at=item.event.occurred_at,
         )
 
-    inserted = await repository.insert_events(new_events)
-    await repository.insert_deliveries(
+    inserted = await repository.insert_events([item.row for item in fresh if item.row])
+    await enqueue(
+        await repository.connection(),
         [
-            NewDelivery(uuid.uuid4(), new.id, subscription_id, new.call_id)
-            for new in new_events
-            if new.id in inserted
-            for subscription_id in matched[new.id]
-        ]
+            NewDelivery(uuid.uuid4(), item.row.id, subscription_id, item.row.call_id)
+            for item in fresh
+            if item.row and item.row.id in inserted
+            for subscription_id in item.subscriptions
+        ],
     )
-    stored = (
-        await repository.stored_events([(e.workspace_id, e.id) for e in events if e.id is not None])
-        if len(inserted) < len(events)
+    # Client ids stored by an earlier transaction: their events are the originals.
+    earlier = (
+        await repository.stored_events(
+            [(item.event.workspace_id, item.event.id) for item in fresh if item.event.id]
+        )
+        if len(inserted) < len(fresh)
         else {}
     )
 
     results: list[IngestResult] = []
-    by_index = dict(zip(fresh, new_events, strict=True))
-    for index, item in enumerate(events):
-        new = by_index.get(index)
-        if new is not None and new.id in inserted:
-            results.append(IngestResult(id=new.id, deliveries=new.delivery_count, duplicate=False))
-            counters.increment(EVENTS_INGESTED, event=item.event)
+    for item in items:
+        original = item.repeats or item
+        assert original.row is not None
+        if original.row.id in inserted:
+            duplicate = original is not item
+            results.append(
+                IngestResult(
+                    id=original.row.id, deliveries=original.row.delivery_count, duplicate=duplicate
+                )
+            )
+            if not duplicate:
+                counters.increment(EVENTS_INGESTED, event=item.event.event)
             continue
-        assert item.id is not None  # only events with a client id can be duplicates
-        first = by_index.get(first_of[(item.workspace_id, item.id)])
-        original = stored.get((item.workspace_id, item.id))
-        if first is not None and first.id in inserted:
-            results.append(
-                IngestResult(id=first.id, deliveries=first.delivery_count, duplicate=True)
-            )
-        else:
-            assert original is not None
-            results.append(
-                IngestResult(id=original.id, deliveries=original.delivery_count, duplicate=True)
-            )
+        assert item.event.id is not None  # only events with a client id can be duplicates
+        stored = earlier[(item.event.workspace_id, item.event.id)]
+        results.append(IngestResult(id=stored.id, deliveries=stored.delivery_count, duplicate=True))
     return results
