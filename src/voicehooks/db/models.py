@@ -268,6 +268,23 @@ class Attempt(Base):
     created_at: Mapped[datetime] = _created_at()
 
 
+class DeliveryHour(Base):
+    """The portal's hourly figures of a subscription (voicehooks.portal.rollups): a cache."""
+
+    __tablename__ = "delivery_hours"
+
+    subscription_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("subscriptions.id", ondelete="CASCADE"), primary_key=True
+    )
+    hour: Mapped[datetime] = mapped_column(primary_key=True)
+    succeeded: Mapped[int] = mapped_column(BigInteger)
+    failed: Mapped[int] = mapped_column(BigInteger)
+    pending: Mapped[int] = mapped_column(BigInteger)
+    # Attempts per duration bucket (portal.rollups.LATENCY_BOUNDS_MS).
+    latency: Mapped[list[int]] = mapped_column(ARRAY(BigInteger))
+    refreshed_at: Mapped[datetime]
+
+
 class PortalSession(Base):
     """A customer portal session (SPEC §6): a one-time link, then a browser cookie.
 

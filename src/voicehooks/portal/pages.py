@@ -191,13 +191,9 @@ async def sign_out(request: Request, scope: ScopeDep, session: SessionDep) -> Re
 
 @router.get("/")
 async def overview(request: Request, scope: ScopeDep, session: SessionDep) -> Response:
-    async with request.app.state.sessionmaker() as other:
-        data = await PortalRepository(session).overview(
-            scope.workspace_id,
-            scope.subscription_id,
-            datetime.now(UTC),
-            latency_from=PortalRepository(other),
-        )
+    data = await PortalRepository(session).overview(
+        scope.workspace_id, scope.subscription_id, datetime.now(UTC)
+    )
     finished = data.totals["succeeded"] + data.totals["failed"]
     return render(
         request,
@@ -231,7 +227,7 @@ async def subscription_list(request: Request, scope: ScopeDep, session: SessionD
         )
         rows, next_token = page.results, page.next_page_token
     shares = await PortalRepository(session).finished_shares(
-        [row.id for row in rows], datetime.now(UTC) - timedelta(hours=24)
+        [row.id for row in rows], datetime.now(UTC)
     )
     return render(
         request,
@@ -327,9 +323,7 @@ async def _subscription_page(
         cursor=None,
         limit=RECENT_ON_SUBSCRIPTION,
     )
-    shares = await repository.finished_shares(
-        [subscription.id], datetime.now(UTC) - timedelta(hours=24)
-    )
+    shares = await repository.finished_shares([subscription.id], datetime.now(UTC))
     notice = _notice(request)
     if request.query_params.get("notice") == "recovered":
         count = request.query_params.get("count", "")

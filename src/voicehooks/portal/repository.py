@@ -7,7 +7,6 @@ keyset cursor and a LIMIT, so a page costs the same at any number of deliveries.
 the statements to move when the queue's tables change.
 """
 
-import asyncio
 import base64
 import binascii
 import json
@@ -16,9 +15,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, text
+from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from voicehooks.db.engine import session_driver_connection
+from voicehooks.portal import rollups
 
 # A delivery list's position: (created_at, seq) of the last row shown.
 DeliveryCursor = tuple[datetime, int]
@@ -253,37 +255,47 @@ class PortalRepository:
         return [AttemptRow(**row) for row in result.mappings()]
 
     async def overview(
-        self,
-        workspace_id: uuid.UUID,
-        subscription_id: uuid.UUID | None,
-        now: datetime,
-        *,
-        latency_from: "PortalRepository | None" = None,
+        self, workspace_id: uuid.UUID, subscription_id: uuid.UUID | None, now: datetime
     ) -> Overview:
         """The last 24 hours: deliveries per hour by state, attempt latency, backlog, failing.
 
-        `latency_from` (a repository on another connection) computes the latency at the same
-        time as this one counts: the two aggregates are most of the page's time.
+        Closed hours come from the hourly figures (portal.rollups), the current one is counted.
         """
         start = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=23)
-        latency = asyncio.ensure_future(
-            (latency_from or self)._latency(workspace_id, subscription_id, start)
-        )
-        try:
-            if latency_from is None:  # one connection: one statement at a time
-                await latency
-            by_hour, totals = await self._counts(workspace_id, subscription_id, start)
-            backlog = await self._backlog(workspace_id, subscription_id)
-            failing = await self._failing(workspace_id, subscription_id)
-            percentiles = await latency
-        finally:
-            latency.cancel()  # when a statement above failed
+        subscriptions = await self._subscription_ids(workspace_id, subscription_id)
+        connection = await session_driver_connection(self.session)
+        figures = await rollups.hourly_figures(connection, subscriptions, start, now)
+        per_hour: dict[datetime, rollups.HourFigures] = {}
+        for (_, hour), hour_figures in figures.items():
+            per_hour.setdefault(hour, rollups.HourFigures()).add(hour_figures)
         hours = []
+        totals = dict.fromkeys(STATES, 0)
         for index in range(24):
             hour = start + timedelta(hours=index)
-            p50, p95 = percentiles.get(hour, (None, None))
-            hours.append(HourCounts(hour, by_hour.get(hour, {}), p50, p95))
+            f = per_hour.get(hour, rollups.HourFigures())
+            counts = {
+                state: n
+                for state, n in (
+                    ("pending", f.pending),
+                    ("succeeded", f.succeeded),
+                    ("failed", f.failed),
+                )
+                if n
+            }
+            for state, n in counts.items():
+                totals[state] += n
+            hours.append(HourCounts(hour, counts, f.percentile(0.5), f.percentile(0.95)))
+        backlog = await self._backlog(workspace_id, subscription_id)
+        failing = await self._failing(workspace_id, subscription_id)
         return Overview(hours=hours, totals=totals, backlog=backlog, failing=failing)
+
+    async def _subscription_ids(
+        self, workspace_id: uuid.UUID, subscription_id: uuid.UUID | None
+    ) -> list[uuid.UUID]:
+        subscription, params = self._scope(workspace_id, subscription_id)
+        query = "SELECT s.id FROM subscriptions s WHERE s.workspace_id = :workspace_id "
+        result = await self.session.execute(text(query + subscription), params)
+        return list(result.scalars())
 
     @staticmethod
     def _scope(
@@ -294,47 +306,6 @@ class PortalRepository:
             return "", params
         params["subscription_id"] = subscription_id
         return "AND s.id = :subscription_id", params
-
-    async def _counts(
-        self, workspace_id: uuid.UUID, subscription_id: uuid.UUID | None, start: datetime
-    ) -> tuple[dict[datetime, dict[str, int]], dict[str, int]]:
-        # date_bin is arithmetic; date_trunc in a zone converts every row (twice the time).
-        subscription, params = self._scope(workspace_id, subscription_id, start=start)
-        result = await self.session.execute(
-            text(f"""
-                SELECT date_bin('1 hour', d.created_at, :start) AS hour, d.state, count(*) AS n
-                FROM subscriptions s
-                JOIN deliveries d ON d.subscription_id = s.id AND d.created_at >= :start
-                WHERE s.workspace_id = :workspace_id {subscription}
-                GROUP BY 1, 2
-            """),  # noqa: S608 - a fixed condition
-            params,
-        )
-        by_hour: dict[datetime, dict[str, int]] = {}
-        totals = dict.fromkeys(STATES, 0)
-        for row in result.mappings():
-            by_hour.setdefault(row["hour"], {})[row["state"]] = row["n"]
-            totals[row["state"]] = totals.get(row["state"], 0) + row["n"]
-        return by_hour, totals
-
-    async def _latency(
-        self, workspace_id: uuid.UUID, subscription_id: uuid.UUID | None, start: datetime
-    ) -> dict[datetime, tuple[float, float]]:
-        """p50 and p95 of attempt durations per hour (ix_attempts_portal_latency alone)."""
-        subscription, params = self._scope(workspace_id, subscription_id, start=start)
-        result = await self.session.execute(
-            text(f"""
-                SELECT date_bin('1 hour', a.created_at, :start) AS hour,
-                       percentile_cont(ARRAY[0.5, 0.95])
-                           WITHIN GROUP (ORDER BY a.duration_ms) AS p
-                FROM subscriptions s
-                JOIN attempts a ON a.subscription_id = s.id AND a.created_at >= :start
-                WHERE s.workspace_id = :workspace_id {subscription}
-                GROUP BY 1
-            """),  # noqa: S608 - a fixed condition
-            params,
-        )
-        return {row["hour"]: (row["p"][0], row["p"][1]) for row in result.mappings()}
 
     async def _backlog(self, workspace_id: uuid.UUID, subscription_id: uuid.UUID | None) -> int:
         subscription, params = self._scope(workspace_id, subscription_id, cap=BACKLOG_COUNT_CAP + 1)
@@ -368,28 +339,18 @@ class PortalRepository:
         return [FailingSubscription(**row) for row in result.mappings()]
 
     async def finished_shares(
-        self, subscription_ids: list[uuid.UUID], since: datetime
+        self, subscription_ids: list[uuid.UUID], now: datetime
     ) -> dict[uuid.UUID, tuple[int, int]]:
-        """(succeeded, finished) deliveries created since `since`, per subscription.
-
-        Read from ix_deliveries_portal_recent alone (it carries the state).
-        """
-        if not subscription_ids:
-            return {}
-        result = await self.session.execute(
-            text("""
-                SELECT d.subscription_id,
-                       count(*) FILTER (WHERE d.state = 'succeeded') AS succeeded,
-                       count(*) FILTER (WHERE d.state <> 'pending') AS finished
-                FROM deliveries d
-                WHERE d.subscription_id = ANY(:ids) AND d.created_at >= :since
-                GROUP BY d.subscription_id
-            """).bindparams(bindparam("ids", type_=_ARRAY_OF_UUIDS)),
-            {"ids": subscription_ids, "since": since},
-        )
-        return {
-            row["subscription_id"]: (row["succeeded"], row["finished"]) for row in result.mappings()
-        }
+        """(succeeded, finished) deliveries of the last 24 hours (from the start of the hour 23
+        hours ago), per subscription, from the hourly figures."""
+        start = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=23)
+        connection = await session_driver_connection(self.session)
+        figures = await rollups.hourly_figures(connection, subscription_ids, start, now)
+        shares: dict[uuid.UUID, tuple[int, int]] = {}
+        for (sid, _), f in figures.items():
+            succeeded, finished = shares.get(sid, (0, 0))
+            shares[sid] = (succeeded + f.succeeded, finished + f.succeeded + f.failed)
+        return {sid: share for sid, share in shares.items() if share[1]}
 
     async def subscription_choices(
         self, workspace_id: uuid.UUID, subscription_id: uuid.UUID | None
