@@ -275,6 +275,12 @@ async def test_create_deliver_inspect_and_retry(service, page, tenant, receiver,
     await expect(page.locator("#delivery-state")).to_contain_text("succeeded")
     assert len(receiver.to("/hook")) == 2
     await page.locator("li.attempt details").first.locator("summary").click()
+    # The request headers as sent: the signatures the receiver got, for each attempt.
+    sent = receiver.to("/hook")[1]
+    shown = page.locator("li.attempt").first.locator("details table")
+    for name in ("webhook-signature", "messagebird-signature", "webhook-id", "webhook-timestamp"):
+        row = shown.locator("tr", has=page.locator("th", has_text=name))
+        await expect(row.locator("td")).to_have_text(sent.headers[name])
     await shoot(page, screenshots, "delivery")
 
     # Times are the browser's (Amsterdam here), with UTC on hover.

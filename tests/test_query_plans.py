@@ -271,6 +271,7 @@ async def test_recording_a_batch_reads_a_few_pages_per_attempt_whatever_the_stat
         _array(["ok"] * CLAIM, "text"),
         _array(["2026-12-01T00:00:00Z"] * CLAIM, "timestamptz"),
         _array(["succeeded"] * CLAIM, "text"),
+        _array([None] * CLAIM, "jsonb"),
     ]
     name = f"record_{uuid.uuid4().hex}"
     await db.execute(f"PREPARE {name} AS {_RECORD}")

@@ -265,6 +265,8 @@ class Attempt(Base):
     response_status_code: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None]
     response_body: Mapped[str | None]
+    # The request's headers as sent (signatures included: they are MACs, not keys).
+    request_headers: Mapped[dict[str, str] | None] = mapped_column(JSONB)
     created_at: Mapped[datetime] = _created_at()
 
 

@@ -9,7 +9,6 @@ import ipaddress
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -59,6 +58,8 @@ class Outcome:
     error: str | None = None
     response_body: str | None = None
     retry_after: str | None = None
+    # The headers the request went out with (none when it was not sent).
+    request_headers: dict[str, str] | None = None
 
 
 class Sender:
@@ -115,7 +116,7 @@ class Sender:
         if blocked is not None:
             return Outcome(False, elapsed(), error=blocked)
         timestamp = int(time.time())
-        headers: dict[str, Any] = {
+        headers: dict[str, str] = {
             "content-type": "application/json",
             "user-agent": self._user_agent,
             **signature_headers(
@@ -139,23 +140,28 @@ class Sender:
                 status = response.status
                 retry_after = response.headers.get("retry-after")
         except TimeoutError:
-            return Outcome(False, elapsed(), error="timeout")
+            return Outcome(False, elapsed(), error="timeout", request_headers=headers)
         except aiohttp.ClientConnectorDNSError as exc:
             if isinstance(exc.os_error, BlockedAddressError):
-                return Outcome(False, elapsed(), error=str(exc.os_error))
-            return Outcome(False, elapsed(), error="host not found")
+                return Outcome(False, elapsed(), error=str(exc.os_error), request_headers=headers)
+            return Outcome(False, elapsed(), error="host not found", request_headers=headers)
         except aiohttp.ClientConnectorError as exc:
             refused = isinstance(exc.os_error, ConnectionRefusedError)
-            return Outcome(False, elapsed(), error="connection refused" if refused else str(exc))
+            return Outcome(
+                False,
+                elapsed(),
+                error="connection refused" if refused else str(exc),
+                request_headers=headers,
+            )
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             reason = f"{type(exc).__name__}: {exc}".replace("\x00", "\ufffd")
-            return Outcome(False, elapsed(), error=reason[:500])
+            return Outcome(False, elapsed(), error=reason[:500], request_headers=headers)
         # Postgres text holds no NUL: it becomes U+FFFD like any other undecodable byte.
         text = excerpt.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
         if 200 <= status < 300:
-            return Outcome(True, elapsed(), status, None, text)
+            return Outcome(True, elapsed(), status, None, text, request_headers=headers)
         error = "redirect (not followed)" if 300 <= status < 400 else None
-        return Outcome(False, elapsed(), status, error, text, retry_after)
+        return Outcome(False, elapsed(), status, error, text, retry_after, headers)
 
 
 async def _read_excerpt(response: aiohttp.ClientResponse) -> bytes:

@@ -346,6 +346,7 @@ class Dispatcher:
             error=outcome.error,
             response_body=outcome.response_body,
             endpoint_gone=decision.endpoint_gone,
+            request_headers=outcome.request_headers,
         )
 
     # -- recording --------------------------------------------------------------------------

@@ -599,7 +599,10 @@ async def _delivery(session: AsyncSession, scope: PortalScope, raw_id: str) -> D
 
 
 def _request_headers(detail: DeliveryDetail, attempt: AttemptRow) -> list[tuple[str, str]]:
-    """The headers an attempt was sent with (SPEC §4); the signatures are not stored."""
+    """The headers an attempt was sent with (SPEC §4). Attempts recorded before the headers
+    were kept show what they were made of instead of the signatures."""
+    if attempt.request_headers is not None:
+        return sorted(attempt.request_headers.items())
     stamp = str(int(attempt.created_at.timestamp()))
     delivery_id = str(detail.delivery.id)
     return [

@@ -96,6 +96,8 @@ class AttemptRow:
     response_status_code: int | None
     error: str | None
     response_body: str | None
+    # As sent; None for attempts recorded before they were kept.
+    request_headers: dict[str, str] | None
 
 
 @dataclass(frozen=True)
@@ -246,7 +248,7 @@ class PortalRepository:
         result = await self.session.execute(
             text("""
                 SELECT id, attempt, execution_status, created_at, duration_ms,
-                       response_status_code, error, response_body
+                       response_status_code, error, response_body, request_headers
                 FROM attempts WHERE delivery_id = :delivery_id
                 ORDER BY attempt DESC, created_at DESC
             """),

@@ -7,6 +7,7 @@ statement sees the tables as they were before it, so the finished deliveries are
 the next ones by id.
 """
 
+import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,15 +24,16 @@ _RECORD = f"""
 WITH result AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::float8[], $5::uuid[],
                          $6::uuid[], $7::text[], $8::int[], $9::int[], $10::int[], $11::text[],
-                         $12::text[], $13::timestamptz[], $14::text[])
+                         $12::text[], $13::timestamptz[], $14::text[], $15::jsonb[])
         AS r(id, token, outcome, delay, subscription_id, event_id, event, attempt, duration_ms,
-             status_code, error, response_body, started_at, execution_status)
+             status_code, error, response_body, started_at, execution_status, request_headers)
 ), logged AS (
     INSERT INTO attempts (id, delivery_id, subscription_id, event_id, event, attempt,
                           execution_status, duration_ms, response_status_code, error,
-                          response_body, created_at)
+                          response_body, request_headers, created_at)
     SELECT gen_random_uuid(), r.id, r.subscription_id, r.event_id, r.event, r.attempt,
-           r.execution_status, r.duration_ms, r.status_code, r.error, r.response_body, r.started_at
+           r.execution_status, r.duration_ms, r.status_code, r.error, r.response_body,
+           r.request_headers, r.started_at
     FROM result r
     WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = r.id)
 ), held AS (
@@ -96,6 +98,8 @@ class AttemptRecord:
     response_body: str | None
     # A 410: the subscription is made inactive with the outcome.
     endpoint_gone: bool = False
+    # As sent (the portal shows them); None when no request was built.
+    request_headers: dict[str, str] | None = None
 
     @property
     def execution_status(self) -> str:
@@ -120,6 +124,7 @@ async def record(connection: asyncpg.Connection, records: Sequence[AttemptRecord
         [r.response_body for r in records],
         [r.started_at for r in records],
         [r.execution_status for r in records],
+        [None if r.request_headers is None else json.dumps(r.request_headers) for r in records],
     )
     return rows_affected(status)
 
