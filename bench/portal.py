@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import secrets
@@ -179,7 +180,13 @@ async def measure(args: argparse.Namespace, dsn: str) -> dict[str, Any]:
 
     configure_logging("WARNING")  # a request line each would be most of the measured work
 
-    settings = Settings(database_url=dsn, allow_http_targets=True, public_url="http://portal.bench")  # type: ignore[call-arg]
+    # Signing keys are stored encrypted: a key of the run's own (the database is thrown away).
+    settings = Settings(  # type: ignore[call-arg]
+        database_url=dsn,
+        allow_http_targets=True,
+        public_url="http://portal.bench",
+        encryption_keys=base64.b64encode(secrets.token_bytes(32)).decode(),
+    )
     tenant = await bootstrap_database(dsn, "bench", "main")
     app = create_app(settings, dsn)
     headers = {"Authorization": f"AccessKey {tenant.access_key}"}
