@@ -1,11 +1,18 @@
-"""Retention (SPEC §5): the worker purges old events, final deliveries and attempts."""
+"""Retention (SPEC §5): the worker drops old days of events, final deliveries and attempts.
+
+History is partitioned by day; rows are aged by moving their created_at back, into days that
+the service would not have created by itself (they are past the horizon): the tests create
+them as the migration does for an older database's rows.
+"""
 
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from tests.operations_helpers import AN_HOUR_LATER, ingest, wait_for_delivery
 from tests.support import Reply, call_event, create_subscription, wait_until
+from voicehooks.db import partitions
 
 FAST_HOUSEKEEPING = {"housekeeping_interval": 0.2}
 
@@ -23,11 +30,26 @@ async def _delivered(client, db, tenant, sub, receiver, call_id, reply, **wait):
 
 
 async def _age(db, days: float, event_id, delivery_id=None, *, attempts: bool = True) -> None:
+    now = datetime.now(UTC)
+    await partitions.ensure_partitions(
+        db, partitions.days_between((now - timedelta(days=days + 1)).date(), now.date())
+    )
+    # In one transaction: one now(), so that a delivery keeps its event's created_at.
+    async with db.transaction():
+        await _move_back(db, days, event_id, delivery_id, attempts=attempts)
+
+
+async def _move_back(db, days: float, event_id, delivery_id, *, attempts: bool) -> None:
     interval = f"now() - make_interval(secs => {days * 86400})"
     await db.execute(f"UPDATE events SET created_at = {interval} WHERE id = $1", event_id)
+    await db.execute(f"UPDATE event_keys SET created_at = {interval} WHERE event_id = $1", event_id)
     if delivery_id is not None:
         await db.execute(
             f"UPDATE deliveries SET created_at = {interval} WHERE id = $1", delivery_id
+        )
+        await db.execute(
+            f"UPDATE delivery_queue SET delivery_created_at = {interval} WHERE delivery_id = $1",
+            delivery_id,
         )
         if attempts:
             await db.execute(
@@ -37,6 +59,10 @@ async def _age(db, days: float, event_id, delivery_id=None, *, attempts: bool = 
 
 async def _exists(db, table: str, row_id) -> bool:
     return bool(await db.fetchval(f"SELECT count(*) FROM {table} WHERE id = $1", row_id))
+
+
+async def _keys(db, event_id) -> int:
+    return int(await db.fetchval("SELECT count(*) FROM event_keys WHERE event_id = $1", event_id))
 
 
 async def _attempt_count(db, delivery_id) -> int:
@@ -70,16 +96,21 @@ async def test_old_rows_are_purged_but_never_a_pending_delivery(
         client, db, tenant, sub, receiver, "young", Reply(200), state="succeeded"
     )
     unmatched = await ingest(
-        client, call_event(tenant.workspace_id, event="voice.outbound", call_id="nobody")
+        client,
+        call_event(
+            tenant.workspace_id, event="voice.outbound", call_id="nobody", client_id="nobody-1"
+        ),
     )
     assert unmatched["deliveries"] == 0
     unmatched_id = uuid.UUID(unmatched["id"])
 
     await _age(db, 31, *old_ok)
     await _age(db, 31, *old_down)
-    await _age(db, 31, *pending, attempts=False)
+    # A day before theirs, and also past the horizon: kept whole while its delivery is pending.
+    await _age(db, 32, *pending, attempts=False)
     await _age(db, 31, unmatched_id)
     await _age(db, 29, *young)
+    assert await _keys(db, unmatched_id) == 1
 
     async def purged() -> bool:
         return not any(
@@ -91,10 +122,16 @@ async def test_old_rows_are_purged_but_never_a_pending_delivery(
                 await _exists(db, "deliveries", old_down[1]),
                 await _attempt_count(db, old_ok[1]),
                 await _attempt_count(db, old_down[1]),
+                await _keys(db, unmatched_id),
             ]
         )
 
     await wait_until(purged, timeout=10)
+    # Whole days went, none of their rows was deleted one by one.
+    day = (datetime.now(UTC) - timedelta(days=31)).date()
+    assert partitions.partition_name("deliveries", day) not in await partitions.existing_partitions(
+        db
+    )
     for event_id, delivery_id in (pending, young):
         assert await _exists(db, "events", event_id)
         assert await _exists(db, "deliveries", delivery_id)
@@ -111,6 +148,15 @@ async def test_old_rows_are_purged_but_never_a_pending_delivery(
         str(pending[1]),
         str(young[1]),
     }
+
+    # The same client event id is new again once its event is gone.
+    again = await ingest(
+        client,
+        call_event(
+            tenant.workspace_id, event="voice.outbound", call_id="nobody", client_id="nobody-1"
+        ),
+    )
+    assert again["id"] != str(unmatched_id)
 
     # The pending delivery, however old, is still delivered when its time comes.
     receiver.reply(Reply(200))

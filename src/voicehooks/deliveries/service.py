@@ -116,7 +116,7 @@ async def retry_delivery(
     if delivery.state == "pending":
         raise Conflict("the delivery is still pending")
     connection = await session_driver_connection(session)
-    await requeue.requeue_one(connection, delivery.id)
+    await requeue.requeue_one(connection, delivery.id, delivery.created_at)
     await wake_dispatchers(connection)
     await session.refresh(delivery)
     return delivery_out(delivery)
