@@ -8,11 +8,14 @@ them as the migration does for an older database's rows.
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import pytest
 
 from tests.operations_helpers import AN_HOUR_LATER, ingest, wait_for_delivery
 from tests.support import Reply, call_event, create_subscription, wait_until
 from voicehooks.db import partitions
+from voicehooks.db.urls import libpq_url
+from voicehooks.queue import upkeep
 
 FAST_HOUSEKEEPING = {"housekeeping_interval": 0.2}
 
@@ -186,3 +189,32 @@ async def test_the_retention_period_is_a_setting(client, db, tenant, receiver, d
     assert await _exists(db, "deliveries", half_a_day[1])
     assert await _exists(db, "events", half_a_day[0])
     assert await _attempt_count(db, half_a_day[1]) == 1
+
+
+async def test_a_detach_cut_short_is_finished_and_its_day_dropped(db, database_url):
+    now = datetime.now(UTC)
+    day = (now - timedelta(days=40)).date()
+    await partitions.ensure_partitions(db, [day])
+    name = partitions.partition_name("attempts", day)
+    # A reader holds the partitions: the detach's second step waits for it, and is cancelled.
+    reader = await asyncpg.connect(libpq_url(database_url))
+    try:
+        async with reader.transaction():
+            await reader.fetchval("SELECT count(*) FROM attempts")
+            await db.execute("SET statement_timeout = '300ms'")
+            with pytest.raises(asyncpg.QueryCanceledError):
+                await db.execute(f"ALTER TABLE attempts DETACH PARTITION {name} CONCURRENTLY")
+            await db.execute("RESET statement_timeout")
+    finally:
+        await reader.close()
+    pending = "SELECT count(*) FROM pg_inherits WHERE inhrelid = $1::regclass AND inhdetachpending"
+    assert await db.fetchval(pending, name) == 1
+
+    expired = await upkeep.expire_history(db, now, retention_days=30)
+
+    assert expired is not None and day in expired.dropped
+    left = await db.fetchval(
+        "SELECT count(*) FROM pg_class WHERE relname = ANY($1::text[])",
+        [partitions.partition_name(table, day) for table in partitions.HISTORY_TABLES],
+    )
+    assert left == 0
