@@ -37,7 +37,8 @@ async def _age(db, days: float, event_id, delivery_id=None, *, attempts: bool = 
     await partitions.ensure_partitions(
         db, partitions.days_between((now - timedelta(days=days + 1)).date(), now.date())
     )
-    # In one transaction: one now(), so that a delivery keeps its event's created_at.
+    # In one transaction: one now(), so that a delivery keeps its event's created_at (the
+    # caller's, if it has one: the same now() for every row it ages).
     async with db.transaction():
         await _move_back(db, days, event_id, delivery_id, attempts=attempts)
 
@@ -107,12 +108,14 @@ async def test_old_rows_are_purged_but_never_a_pending_delivery(
     assert unmatched["deliveries"] == 0
     unmatched_id = uuid.UUID(unmatched["id"])
 
-    await _age(db, 31, *old_ok)
-    await _age(db, 31, *old_down)
-    # A day before theirs, and also past the horizon: kept whole while its delivery is pending.
-    await _age(db, 32, *pending, attempts=False)
-    await _age(db, 31, unmatched_id)
-    await _age(db, 29, *young)
+    # All at once: retention, running meanwhile, would drop a day aged before the rest.
+    async with db.transaction():
+        await _age(db, 31, *old_ok)
+        await _age(db, 31, *old_down)
+        # A day before theirs, and past the horizon too: kept whole while its delivery is pending.
+        await _age(db, 32, *pending, attempts=False)
+        await _age(db, 31, unmatched_id)
+        await _age(db, 29, *young)
     assert await _keys(db, unmatched_id) == 1
 
     async def purged() -> bool:
@@ -177,8 +180,9 @@ async def test_the_retention_period_is_a_setting(client, db, tenant, receiver, d
     half_a_day = await _delivered(
         client, db, tenant, sub, receiver, "half-a-day", Reply(200), state="succeeded"
     )
-    await _age(db, 2, *two_days)
-    await _age(db, 0.5, *half_a_day)
+    async with db.transaction():
+        await _age(db, 2, *two_days)
+        await _age(db, 0.5, *half_a_day)
 
     async def gone() -> bool:
         return not await _exists(db, "deliveries", two_days[1]) and not await _exists(
