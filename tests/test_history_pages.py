@@ -27,6 +27,10 @@ PER_DAY = 5
 async def _fill(db: asyncpg.Connection, subscription_id: str) -> None:
     """PER_DAY deliveries a day for DAYS days (each with an attempt), oldest first in seq."""
     now = datetime.now(UTC)
+    # Those the service keeps (another test may have run a shorter retention meanwhile).
+    await partitions.ensure_partitions(
+        db, partitions.days_between((now - timedelta(days=DAYS)).date(), now.date())
+    )
     await db.execute(
         """
         WITH rows AS (
