@@ -23,6 +23,7 @@ import statistics
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from voicehooks.dispatch.keys import SigningKeys
 from voicehooks.dispatch.signing import signature_headers
@@ -42,6 +43,7 @@ def _delivery(ring: KeyRing, keys: list[str]) -> ClaimedDelivery:
     tokens = [ring.encrypt(key, bound_to=subscription_id) for key in keys]
     return ClaimedDelivery(
         id=uuid.uuid4(),
+        created_at=datetime.now(UTC),
         attempts_made=0,
         attempts_allowed=None,
         subscription_id=subscription_id,

@@ -73,6 +73,9 @@ INSERT INTO events (id, workspace_id, client_id, event, call_id, body, delivery_
 SELECT event_id, $7, 'evt-' || g, 'voice.inbound', 'call-' || (g / 4), $8, 1, created_at
 FROM fill ORDER BY g;
 
+INSERT INTO event_keys (workspace_id, client_id, event_id, created_at)
+SELECT $7, 'evt-' || g, event_id, created_at FROM fill;
+
 INSERT INTO deliveries (id, event_id, subscription_id, call_id, state, attempts,
                         next_attempt_at, created_at, updated_at)
 SELECT delivery_id, event_id, subscription_id, 'call-' || (g / 4), state,
@@ -104,10 +107,17 @@ def database_dsn(admin_dsn: str, database: str) -> str:
 
 
 async def fill(dsn: str, args: argparse.Namespace, workspace_id: str, subscriptions: list) -> None:
+    from voicehooks.db import partitions
+
     connection = await asyncpg.connect(dsn)
     try:
         now = datetime.now(UTC)
         span = args.days * 86400
+        # Every day the fill covers has its partitions (beyond the retention horizon too).
+        await partitions.ensure_partitions(
+            connection,
+            partitions.days_between((now - timedelta(seconds=span)).date(), now.date()),
+        )
         started = time.monotonic()
         for lo in range(0, args.deliveries, FILL_BATCH):
             hi = min(lo + FILL_BATCH, args.deliveries)

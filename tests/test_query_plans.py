@@ -10,6 +10,7 @@ host's rows) would touch tens of thousands of pages.
 import json
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest
@@ -79,8 +80,9 @@ async def _fill(
             INSERT INTO deliveries (id, event_id, subscription_id, call_id, next_attempt_at)
             SELECT delivery_id, event_id, $1::uuid, $2::text || n, now() FROM ids
         )
-        INSERT INTO delivery_queue (delivery_id, subscription_id, call_id, target_host, due_at)
-        SELECT delivery_id, $1::uuid, $2::text || n, $2::text,
+        INSERT INTO delivery_queue (delivery_id, delivery_created_at, subscription_id, call_id,
+                                    target_host, due_at)
+        SELECT delivery_id, now(), $1::uuid, $2::text || n, $2::text,
                now() - make_interval(secs => $4) + n * interval '10 microseconds'
         FROM ids
         """,
@@ -127,9 +129,13 @@ def _whole_table_reads(plan: dict[str, object]) -> list[str]:
     return [
         f"{node['Node Type']} on {node.get('Relation Name')}"
         for node in _nodes(plan)
+        # A partition pruned at run time shows as a scan that never ran, an empty day's as
+        # one that read no page: neither reads anything.
         if node["Node Type"] == "Seq Scan"
+        and int(node["Actual Loops"]) > 0  # type: ignore[call-overload]
+        and _pages(node) > 0
         and (
-            node.get("Relation Name") in ("delivery_queue", "deliveries", "events")
+            str(node.get("Relation Name")).startswith(("delivery_queue", "deliveries", "events"))
             or int(node["Actual Rows"]) * int(node["Actual Loops"]) > 1_000  # type: ignore[call-overload]
         )
     ]
@@ -269,9 +275,10 @@ async def test_recording_a_batch_reads_a_few_pages_per_attempt_whatever_the_stat
         _array([200] * CLAIM, "int"),
         _array([None] * CLAIM, "text"),
         _array(["ok"] * CLAIM, "text"),
-        _array(["2026-12-01T00:00:00Z"] * CLAIM, "timestamptz"),
+        _array([datetime.now(UTC).isoformat()] * CLAIM, "timestamptz"),
         _array(["succeeded"] * CLAIM, "text"),
         _array([None] * CLAIM, "jsonb"),
+        _array([d.created_at.isoformat() for d in claimed], "timestamptz"),
     ]
     name = f"record_{uuid.uuid4().hex}"
     await db.execute(f"PREPARE {name} AS {_RECORD}")

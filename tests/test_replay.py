@@ -254,12 +254,15 @@ async def test_recover_requeues_the_failed_deliveries_since_a_time(
     recent_event, recent_id = await _failed(client, db, tenant, sub, receiver, "call-recent")
     ok_event, _ = await _succeeded(client, db, tenant, sub, receiver, "call-fine")
     since = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
-    await db.execute(
-        "UPDATE deliveries SET created_at = $2 WHERE id = $1::uuid",
-        old_id,
-        since - timedelta(milliseconds=1),
-    )
-    await db.execute("UPDATE deliveries SET created_at = $2 WHERE id = $1::uuid", edge_id, since)
+    # A delivery is created with its event: both move back in time.
+    for delivery_id, created_at in ((old_id, since - timedelta(milliseconds=1)), (edge_id, since)):
+        await db.execute(
+            "WITH moved AS (UPDATE deliveries SET created_at = $2 WHERE id = $1::uuid"
+            " RETURNING event_id) UPDATE events SET created_at = $2 FROM moved"
+            " WHERE events.id = moved.event_id",
+            delivery_id,
+            created_at,
+        )
     sent_before = len(receiver.requests)
 
     receiver.reply(Reply(200))

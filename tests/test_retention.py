@@ -1,11 +1,21 @@
-"""Retention (SPEC §5): the worker purges old events, final deliveries and attempts."""
+"""Retention (SPEC §5): the worker drops old days of events, final deliveries and attempts.
+
+History is partitioned by day; rows are aged by moving their created_at back, into days that
+the service would not have created by itself (they are past the horizon): the tests create
+them as the migration does for an older database's rows.
+"""
 
 import uuid
+from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import pytest
 
 from tests.operations_helpers import AN_HOUR_LATER, ingest, wait_for_delivery
 from tests.support import Reply, call_event, create_subscription, wait_until
+from voicehooks.db import partitions
+from voicehooks.db.urls import libpq_url
+from voicehooks.queue import upkeep
 
 FAST_HOUSEKEEPING = {"housekeeping_interval": 0.2}
 
@@ -23,11 +33,27 @@ async def _delivered(client, db, tenant, sub, receiver, call_id, reply, **wait):
 
 
 async def _age(db, days: float, event_id, delivery_id=None, *, attempts: bool = True) -> None:
+    now = datetime.now(UTC)
+    await partitions.ensure_partitions(
+        db, partitions.days_between((now - timedelta(days=days + 1)).date(), now.date())
+    )
+    # In one transaction: one now(), so that a delivery keeps its event's created_at (the
+    # caller's, if it has one: the same now() for every row it ages).
+    async with db.transaction():
+        await _move_back(db, days, event_id, delivery_id, attempts=attempts)
+
+
+async def _move_back(db, days: float, event_id, delivery_id, *, attempts: bool) -> None:
     interval = f"now() - make_interval(secs => {days * 86400})"
     await db.execute(f"UPDATE events SET created_at = {interval} WHERE id = $1", event_id)
+    await db.execute(f"UPDATE event_keys SET created_at = {interval} WHERE event_id = $1", event_id)
     if delivery_id is not None:
         await db.execute(
             f"UPDATE deliveries SET created_at = {interval} WHERE id = $1", delivery_id
+        )
+        await db.execute(
+            f"UPDATE delivery_queue SET delivery_created_at = {interval} WHERE delivery_id = $1",
+            delivery_id,
         )
         if attempts:
             await db.execute(
@@ -37,6 +63,10 @@ async def _age(db, days: float, event_id, delivery_id=None, *, attempts: bool = 
 
 async def _exists(db, table: str, row_id) -> bool:
     return bool(await db.fetchval(f"SELECT count(*) FROM {table} WHERE id = $1", row_id))
+
+
+async def _keys(db, event_id) -> int:
+    return int(await db.fetchval("SELECT count(*) FROM event_keys WHERE event_id = $1", event_id))
 
 
 async def _attempt_count(db, delivery_id) -> int:
@@ -70,16 +100,23 @@ async def test_old_rows_are_purged_but_never_a_pending_delivery(
         client, db, tenant, sub, receiver, "young", Reply(200), state="succeeded"
     )
     unmatched = await ingest(
-        client, call_event(tenant.workspace_id, event="voice.outbound", call_id="nobody")
+        client,
+        call_event(
+            tenant.workspace_id, event="voice.outbound", call_id="nobody", client_id="nobody-1"
+        ),
     )
     assert unmatched["deliveries"] == 0
     unmatched_id = uuid.UUID(unmatched["id"])
 
-    await _age(db, 31, *old_ok)
-    await _age(db, 31, *old_down)
-    await _age(db, 31, *pending, attempts=False)
-    await _age(db, 31, unmatched_id)
-    await _age(db, 29, *young)
+    # All at once: retention, running meanwhile, would drop a day aged before the rest.
+    async with db.transaction():
+        await _age(db, 31, *old_ok)
+        await _age(db, 31, *old_down)
+        # A day before theirs, and past the horizon too: kept whole while its delivery is pending.
+        await _age(db, 32, *pending, attempts=False)
+        await _age(db, 31, unmatched_id)
+        await _age(db, 29, *young)
+    assert await _keys(db, unmatched_id) == 1
 
     async def purged() -> bool:
         return not any(
@@ -91,10 +128,16 @@ async def test_old_rows_are_purged_but_never_a_pending_delivery(
                 await _exists(db, "deliveries", old_down[1]),
                 await _attempt_count(db, old_ok[1]),
                 await _attempt_count(db, old_down[1]),
+                await _keys(db, unmatched_id),
             ]
         )
 
     await wait_until(purged, timeout=10)
+    # Whole days went, none of their rows was deleted one by one.
+    day = (datetime.now(UTC) - timedelta(days=31)).date()
+    assert partitions.partition_name("deliveries", day) not in await partitions.existing_partitions(
+        db
+    )
     for event_id, delivery_id in (pending, young):
         assert await _exists(db, "events", event_id)
         assert await _exists(db, "deliveries", delivery_id)
@@ -112,6 +155,15 @@ async def test_old_rows_are_purged_but_never_a_pending_delivery(
         str(young[1]),
     }
 
+    # The same client event id is new again once its event is gone.
+    again = await ingest(
+        client,
+        call_event(
+            tenant.workspace_id, event="voice.outbound", call_id="nobody", client_id="nobody-1"
+        ),
+    )
+    assert again["id"] != str(unmatched_id)
+
     # The pending delivery, however old, is still delivered when its time comes.
     receiver.reply(Reply(200))
     await db.execute("UPDATE delivery_queue SET due_at = now() WHERE delivery_id = $1", pending[1])
@@ -128,8 +180,9 @@ async def test_the_retention_period_is_a_setting(client, db, tenant, receiver, d
     half_a_day = await _delivered(
         client, db, tenant, sub, receiver, "half-a-day", Reply(200), state="succeeded"
     )
-    await _age(db, 2, *two_days)
-    await _age(db, 0.5, *half_a_day)
+    async with db.transaction():
+        await _age(db, 2, *two_days)
+        await _age(db, 0.5, *half_a_day)
 
     async def gone() -> bool:
         return not await _exists(db, "deliveries", two_days[1]) and not await _exists(
@@ -140,3 +193,32 @@ async def test_the_retention_period_is_a_setting(client, db, tenant, receiver, d
     assert await _exists(db, "deliveries", half_a_day[1])
     assert await _exists(db, "events", half_a_day[0])
     assert await _attempt_count(db, half_a_day[1]) == 1
+
+
+async def test_a_detach_cut_short_is_finished_and_its_day_dropped(db, database_url):
+    now = datetime.now(UTC)
+    day = (now - timedelta(days=40)).date()
+    await partitions.ensure_partitions(db, [day])
+    name = partitions.partition_name("attempts", day)
+    # A reader holds the partitions: the detach's second step waits for it, and is cancelled.
+    reader = await asyncpg.connect(libpq_url(database_url))
+    try:
+        async with reader.transaction():
+            await reader.fetchval("SELECT count(*) FROM attempts")
+            await db.execute("SET statement_timeout = '300ms'")
+            with pytest.raises(asyncpg.QueryCanceledError):
+                await db.execute(f"ALTER TABLE attempts DETACH PARTITION {name} CONCURRENTLY")
+            await db.execute("RESET statement_timeout")
+    finally:
+        await reader.close()
+    pending = "SELECT count(*) FROM pg_inherits WHERE inhrelid = $1::regclass AND inhdetachpending"
+    assert await db.fetchval(pending, name) == 1
+
+    expired = await upkeep.expire_history(db, now, retention_days=30)
+
+    assert expired is not None and day in expired.dropped
+    left = await db.fetchval(
+        "SELECT count(*) FROM pg_class WHERE relname = ANY($1::text[])",
+        [partitions.partition_name(table, day) for table in partitions.HISTORY_TABLES],
+    )
+    assert left == 0

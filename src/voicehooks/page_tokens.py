@@ -31,19 +31,30 @@ def decode_page_token(token: str | None) -> Cursor | None:
     return cursor
 
 
-def encode_sequence_token(sequence: int) -> str:
+# A position in a list ordered by sequence number: the last row's sequence and created_at
+# (None in tokens issued before rows carried a time bound).
+SequenceCursor = tuple[int, datetime | None]
+
+
+def encode_sequence_token(sequence: int, created_at: datetime | None = None) -> str:
     """A page token for lists ordered by a sequence number (ingestion order)."""
-    return base64.urlsafe_b64encode(json.dumps([sequence]).encode()).decode().rstrip("=")
+    position: list[object] = [sequence]
+    if created_at is not None:
+        position.append(created_at.isoformat())
+    return base64.urlsafe_b64encode(json.dumps(position).encode()).decode().rstrip("=")
 
 
-def decode_sequence_token(token: str | None) -> int | None:
+def decode_sequence_token(token: str | None) -> SequenceCursor | None:
     if token is None:
         return None
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        (sequence,) = json.loads(raw)
+        sequence, *rest = json.loads(raw)
+        created_at = in_utc(datetime.fromisoformat(rest[0])) if rest else None
+        if len(rest) > 1:
+            raise ValueError("too long")
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
         raise invalid_field("pageToken", "not a page token of this list") from None
     if not isinstance(sequence, int) or isinstance(sequence, bool):
         raise invalid_field("pageToken", "not a page token of this list")
-    return sequence
+    return sequence, created_at

@@ -15,6 +15,7 @@ import voicehooks
 from voicehooks.api import health
 from voicehooks.api.openapi import install_openapi
 from voicehooks.config import Settings
+from voicehooks.db import partitions
 from voicehooks.db.engine import create_engine, create_sessionmaker, fill_pool, raw_connection
 from voicehooks.db.outage import DATABASE_ERRORS
 from voicehooks.deliveries.endpoints import router as deliveries_router
@@ -42,8 +43,11 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        acquire = functools.partial(raw_connection, engine)
         try:
             await fill_pool(engine)
+            async with acquire() as connection:
+                await partitions.create_ahead(connection, settings.retention_days)
         except DATABASE_ERRORS as exc:
             # Unreachable (or not migrated) now: requests open connections as they can, and
             # /readyz says 503 meanwhile. The SQLSTATE names the cause without any secret.
@@ -51,8 +55,9 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
                 getattr(exc, "orig", None), "sqlstate", None
             )
             log.warning("database_pool_not_filled", error=type(exc).__name__, sqlstate=sqlstate)
-        flusher = asyncio.create_task(
-            counters.flush_forever(functools.partial(raw_connection, engine))
+        flusher = asyncio.create_task(counters.flush_forever(acquire))
+        partitioner = asyncio.create_task(
+            partitions.create_ahead_forever(acquire, settings.retention_days)
         )
         try:
             yield
@@ -60,6 +65,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             # Requests still waiting for their commit get it (or their error) first.
             await ingest_writer.drain()
             flusher.cancel()
+            partitioner.cancel()
             with contextlib.suppress(Exception):
                 async with raw_connection(engine) as connection:
                     await counters.flush(connection)

@@ -21,7 +21,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -128,15 +128,25 @@ class Subscription(Base):
     updated_at: Mapped[datetime] = _created_at()
 
 
+# History (events, deliveries, attempts) is partitioned by day of `created_at`, and expires a
+# day at a time (voicehooks.db.partitions): primary keys carry the partition key, and no
+# foreign key points into history. A delivery's created_at is its event's (one transaction).
+_BY_DAY = {"postgresql_partition_by": "RANGE (created_at)"}
+
+
+def _partition_key() -> Mapped[datetime]:
+    return mapped_column(primary_key=True, server_default=func.now())
+
+
 class Event(Base):
     __tablename__ = "events"
     __table_args__ = (
-        UniqueConstraint("workspace_id", "client_id"),
         # The portal's delivery search by call id (migration 0003).
         Index("ix_events_portal_call", "workspace_id", "call_id"),
+        _BY_DAY,
     )
 
-    id: Mapped[uuid.UUID] = _uuid_pk()
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     workspace_id: Mapped[uuid.UUID]
     client_id: Mapped[str | None]
     event: Mapped[str]
@@ -145,7 +155,25 @@ class Event(Base):
     body: Mapped[str]
     delivery_count: Mapped[int] = mapped_column(Integer)
     occurred_at: Mapped[datetime | None]
-    created_at: Mapped[datetime] = mapped_column(server_default=func.now(), index=True)
+    created_at: Mapped[datetime] = _partition_key()
+
+
+class EventKey(Base):
+    """The idempotency key index of events: a client's event id, once per workspace.
+
+    Not history, a key index: a unique constraint on a partitioned table must include the
+    partition key, so (workspace, client id) cannot be unique on `events` itself. Written in the
+    statement that writes the event (same `created_at`), trimmed by retention once the event's
+    day is gone.
+    """
+
+    __tablename__ = "event_keys"
+    __table_args__ = (Index("ix_event_keys_created_at", "created_at"),)
+
+    workspace_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    client_id: Mapped[str] = mapped_column(primary_key=True)
+    event_id: Mapped[uuid.UUID]
+    created_at: Mapped[datetime]
 
 
 class Delivery(Base):
@@ -183,14 +211,13 @@ class Delivery(Base):
             "seq",
             postgresql_where=text("state = 'failed'"),
         ),
-        # Room on each page so that a claim (which changes no indexed column) is a HOT update.
-        {"postgresql_with": {"fillfactor": "70"}},
+        Index("ix_deliveries_event_id", "event_id"),
+        # Its partitions leave room on each page for HOT updates (voicehooks.db.partitions).
+        _BY_DAY,
     )
 
-    id: Mapped[uuid.UUID] = _uuid_pk()
-    event_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("events.id", ondelete="CASCADE"), index=True
-    )
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    event_id: Mapped[uuid.UUID]
     subscription_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("subscriptions.id", ondelete="CASCADE")
     )
@@ -206,10 +233,8 @@ class Delivery(Base):
     attempts_allowed: Mapped[int | None] = mapped_column(Integer)
     # Why a delivery ended without an attempt (e.g. "subscription inactive").
     last_error: Mapped[str | None]
-    created_at: Mapped[datetime] = _created_at()
+    created_at: Mapped[datetime] = _partition_key()
     updated_at: Mapped[datetime] = _created_at()
-
-    event_row: Mapped[Event] = relationship(lazy="raise")
 
 
 class QueuedDelivery(Base):
@@ -230,6 +255,8 @@ class QueuedDelivery(Base):
     )
 
     delivery_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    # The delivery's created_at: its partition, so that a claim reads one day's indexes.
+    delivery_created_at: Mapped[datetime]
     subscription_id: Mapped[uuid.UUID]
     call_id: Mapped[str]
     target_host: Mapped[str]
@@ -250,12 +277,12 @@ class Attempt(Base):
             "created_at",
             postgresql_include=["duration_ms"],
         ),
+        Index("ix_attempts_delivery_id", "delivery_id"),
+        _BY_DAY,
     )
 
-    id: Mapped[uuid.UUID] = _uuid_pk()
-    delivery_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("deliveries.id", ondelete="CASCADE"), index=True
-    )
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    delivery_id: Mapped[uuid.UUID]
     subscription_id: Mapped[uuid.UUID]
     event_id: Mapped[uuid.UUID]
     event: Mapped[str]
@@ -267,7 +294,8 @@ class Attempt(Base):
     response_body: Mapped[str | None]
     # The request's headers as sent (signatures included: they are MACs, not keys).
     request_headers: Mapped[dict[str, str] | None] = mapped_column(JSONB)
-    created_at: Mapped[datetime] = _created_at()
+    # When the attempt started.
+    created_at: Mapped[datetime] = _partition_key()
 
 
 class DeliveryHour(Base):

@@ -2,12 +2,20 @@
 
 import uuid
 from collections.abc import Sequence
+from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from voicehooks.db.keyset import Cursor, newest_first
 from voicehooks.db.models import Attempt, Delivery
+from voicehooks.page_tokens import SequenceCursor
+
+# How much later than a delivery's created_at one with a lower sequence number may be created:
+# created_at is its transaction's start, the sequence number is drawn at the insert, so a
+# transaction that began earlier can draw a higher number. Ingestion transactions last
+# milliseconds; an hour covers any of them and still reads one or two days of history.
+SEQUENCE_CLOCK_SKEW = timedelta(hours=1)
 
 
 class DeliveryRepository:
@@ -52,15 +60,20 @@ class DeliveryRepository:
         subscription_id: uuid.UUID,
         *,
         state: str | None,
-        before_sequence: int | None,
+        before: SequenceCursor | None,
         limit: int,
     ) -> Sequence[Delivery]:
-        """Newest first by ingestion order (one batch shares one created_at)."""
+        """Newest first by ingestion order (one batch shares one created_at), before the
+        cursor's sequence number and no later than its created_at allows (partitions newer than
+        that are not read)."""
         query = select(Delivery).where(Delivery.subscription_id == subscription_id)
         if state is not None:
             query = query.where(Delivery.state == state)
-        if before_sequence is not None:
+        if before is not None:
+            before_sequence, created_at = before
             query = query.where(Delivery.seq < before_sequence)
+            if created_at is not None:
+                query = query.where(Delivery.created_at <= created_at + SEQUENCE_CLOCK_SKEW)
         query = query.order_by(Delivery.seq.desc()).limit(limit)
         return (await self.session.scalars(query)).all()
 

@@ -92,10 +92,11 @@ async def deliveries(
     rows = await DeliveryRepository(session).deliveries_page(
         subscription_id,
         state=state,
-        before_sequence=decode_sequence_token(page_token),
+        before=decode_sequence_token(page_token),
         limit=limit + 1,
     )
-    token = encode_sequence_token(rows[limit - 1].seq) if len(rows) > limit else None
+    last = rows[limit - 1] if len(rows) > limit else None
+    token = encode_sequence_token(last.seq, last.created_at) if last is not None else None
     return DeliveryPage(results=[delivery_out(row) for row in rows[:limit]], next_page_token=token)
 
 
@@ -116,7 +117,7 @@ async def retry_delivery(
     if delivery.state == "pending":
         raise Conflict("the delivery is still pending")
     connection = await session_driver_connection(session)
-    await requeue.requeue_one(connection, delivery.id)
+    await requeue.requeue_one(connection, delivery.id, delivery.created_at)
     await wake_dispatchers(connection)
     await session.refresh(delivery)
     return delivery_out(delivery)

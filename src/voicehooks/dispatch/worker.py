@@ -20,6 +20,7 @@ import asyncpg
 import structlog
 
 from voicehooks.config import Settings
+from voicehooks.db import partitions
 from voicehooks.db.engine import look_up_types
 from voicehooks.db.outage import DRIVER_ERRORS, is_outage, outages
 from voicehooks.db.urls import libpq_url
@@ -398,6 +399,29 @@ class Dispatcher:
 
     # -- background duties ------------------------------------------------------------------
 
+    async def _keep_history(self, connection: asyncpg.Connection) -> None:
+        """Days of history: the coming ones created, the expired ones dropped."""
+        now = datetime.now(UTC)
+        created = await partitions.ensure_partitions(
+            connection, partitions.days_to_keep(now, self.settings.retention_days)
+        )
+        if created:
+            log.info("history_partitions_created", partitions=created)
+        expired = await upkeep.expire_history(connection, now, self.settings.retention_days)
+        if expired is None:
+            return
+        if expired.dropped or expired.keys_trimmed:
+            log.info(
+                "retention_dropped",
+                days=[day.isoformat() for day in expired.dropped],
+                event_keys=expired.keys_trimmed,
+            )
+        if expired.kept:
+            log.info(
+                "retention_kept_days_with_pending_deliveries",
+                days=[day.isoformat() for day in expired.kept],
+            )
+
     async def _housekeeping(self) -> None:
         assert self._pool is not None
         last_purge = 0.0
@@ -408,11 +432,7 @@ class Dispatcher:
                         self._wake.set()
                     if time.monotonic() - last_purge >= self.settings.housekeeping_interval:
                         last_purge = time.monotonic()
-                        deleted = await upkeep.purge_older_than(
-                            connection, self.settings.retention_days * 86400
-                        )
-                        if any(deleted.values()):
-                            log.info("retention_purged", **deleted)
+                        await self._keep_history(connection)
             except DRIVER_ERRORS as exc:
                 self._database_fault("housekeeping", exc)
             await self._sleep(min(self.settings.poll_interval, self.settings.housekeeping_interval))

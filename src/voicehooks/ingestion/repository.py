@@ -62,23 +62,35 @@ _MATCH = """
     ) AS s
 """
 
+# A client id is new if its key goes into event_keys (the unique index that events, being
+# partitioned by day, cannot hold); events without a client id have no key.
 _INSERT_EVENTS = """
+    WITH e AS (
+        SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[],
+                             $6::text[], $7::int[], $8::timestamptz[])
+             AS e(id, workspace_id, client_id, event, call_id, body, delivery_count, occurred_at)
+    ), keyed AS (
+        INSERT INTO event_keys (workspace_id, client_id, event_id, created_at)
+        SELECT e.workspace_id, e.client_id, e.id, now() FROM e WHERE e.client_id IS NOT NULL
+        -- One key order for every request: concurrent batches sharing client ids cannot
+        -- deadlock.
+        ORDER BY e.workspace_id, e.client_id
+        ON CONFLICT (workspace_id, client_id) DO NOTHING
+        RETURNING event_id
+    )
     INSERT INTO events (id, workspace_id, client_id, event, call_id, body, delivery_count,
                         occurred_at)
-    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[],
-                         $6::text[], $7::int[], $8::timestamptz[])
-         AS e(id, workspace_id, client_id, event, call_id, body, delivery_count, occurred_at)
-    -- One key order for every request: concurrent batches sharing client ids cannot deadlock.
-    ORDER BY e.workspace_id, e.client_id
-    ON CONFLICT (workspace_id, client_id) DO NOTHING
+    SELECT e.* FROM e
+    WHERE e.client_id IS NULL OR e.id IN (SELECT event_id FROM keyed)
     RETURNING id
 """
 
+# By the key, then the event by its partition key (the key's created_at is the event's).
 _STORED_EVENTS = """
-    SELECT e.workspace_id, e.client_id, e.id, e.delivery_count
-    FROM events e
-    JOIN unnest($1::uuid[], $2::text[]) AS k(w, c)
-      ON e.workspace_id = k.w AND e.client_id = k.c
+    SELECT k.workspace_id, k.client_id, e.id, e.delivery_count
+    FROM unnest($1::uuid[], $2::text[]) AS wanted(w, c)
+    JOIN event_keys k ON k.workspace_id = wanted.w AND k.client_id = wanted.c
+    JOIN events e ON e.id = k.event_id AND e.created_at = k.created_at
 """
 
 # Every new connection of the API looks up their types first (see db.engine.look_up_types).

@@ -153,7 +153,10 @@ def _range_conditions(
         conditions += " AND d.created_at < :until"
         params["until"] = where.until
     if cursor is not None:
-        conditions += " AND (d.created_at, d.seq) < (:cursor_at, :cursor_seq)"
+        # The bound on created_at alone lets the planner skip newer days' partitions.
+        conditions += (
+            " AND d.created_at <= :cursor_at AND (d.created_at, d.seq) < (:cursor_at, :cursor_seq)"
+        )
         params["cursor_at"], params["cursor_seq"] = cursor
     return conditions
 
@@ -175,7 +178,7 @@ class PortalRepository:
         Without a search: the newest `limit` of each subscription (ix_deliveries_portal_recent
         or, for failed ones, ix_deliveries_portal_failed), merged. A search names a call id, a
         client event id, or an event or delivery UUID: the events found by
-        ix_events_portal_call, the unique client id or the primary key.
+        ix_events_portal_call, the client id's key (event_keys) or the primary key.
         """
         params: dict[str, Any] = {"workspace_id": workspace_id, "limit": limit}
         conditions = _range_conditions(where, cursor, params)
@@ -201,7 +204,10 @@ class PortalRepository:
                         WHERE found.event_id IN (
                             SELECT e.id FROM events e
                             WHERE e.workspace_id = :workspace_id
-                              AND (e.call_id = :search OR e.client_id = :search {by_id}))
+                              AND (e.call_id = :search {by_id})
+                            UNION ALL
+                            SELECT k.event_id FROM event_keys k
+                            WHERE k.workspace_id = :workspace_id AND k.client_id = :search)
                         {delivery_id}))
                   AND s.workspace_id = :workspace_id {subscription}
                   {conditions}
@@ -233,7 +239,7 @@ class PortalRepository:
                 SELECT {_ROW_COLUMNS}, e.client_id, e.occurred_at, e.body
                 FROM deliveries d
                 JOIN subscriptions s ON s.id = d.subscription_id
-                JOIN events e ON e.id = d.event_id
+                JOIN events e ON e.id = d.event_id AND e.created_at = d.created_at
                 WHERE d.id = :delivery_id AND s.workspace_id = :workspace_id
             """),  # noqa: S608 - a fixed list of columns
             {"delivery_id": delivery_id, "workspace_id": workspace_id},

@@ -55,10 +55,12 @@ UPDATE delivery_queue q
 SET claim_token = (SELECT gen_random_uuid()), due_at = now() + make_interval(secs => $5)
 FROM locked, deliveries d, subscriptions s, events e
 WHERE q.ctid = locked.row_id
-  AND d.id = q.delivery_id AND s.id = q.subscription_id AND e.id = d.event_id
-RETURNING q.delivery_id, q.claim_token, d.attempts, d.attempts_allowed, q.subscription_id,
-          d.event_id, q.call_id, s.url, q.target_host, s.signing_key, s.previous_signing_keys,
-          e.body, e.event, s.workspace_id
+  -- By partition key too: one day's index is read of each history table, not every day's.
+  AND d.id = q.delivery_id AND d.created_at = q.delivery_created_at
+  AND s.id = q.subscription_id AND e.id = d.event_id AND e.created_at = d.created_at
+RETURNING q.delivery_id, q.delivery_created_at, q.claim_token, d.attempts, d.attempts_allowed,
+          q.subscription_id, d.event_id, q.call_id, s.url, q.target_host, s.signing_key,
+          s.previous_signing_keys, e.body, e.event, s.workspace_id
 """
 
 _RELEASE_CLAIMS = """
@@ -74,6 +76,8 @@ HOT_STATEMENTS = (_CLAIM,)
 @dataclass(slots=True)
 class ClaimedDelivery:
     id: uuid.UUID
+    # The delivery's (and its event's) created_at: the partition its row is in.
+    created_at: datetime
     attempts_made: int
     attempts_allowed: int | None
     subscription_id: uuid.UUID
@@ -122,6 +126,7 @@ async def claim(
     return [
         ClaimedDelivery(
             id=row["delivery_id"],
+            created_at=row["delivery_created_at"],
             attempts_made=row["attempts"],
             attempts_allowed=row["attempts_allowed"],
             subscription_id=row["subscription_id"],

@@ -20,7 +20,8 @@ class NewDelivery:
 
 # Only for subscriptions still active, share-locked until commit: a subscription deleted or
 # deactivated meanwhile gets no delivery (and stops no queue row it never saw). In one batch,
-# deliveries keep the order given; all are later than any delivery already stored.
+# deliveries keep the order given (and their event's created_at: now(), the same
+# transaction's); all are later than any delivery already stored.
 # A call with a pending delivery (queued, or waiting: it may have been stored while the one
 # before it finished, unseen by that one's release) queues nothing new: the new one waits.
 _ENQUEUE = f"""
@@ -29,8 +30,8 @@ _ENQUEUE = f"""
         WHERE id = ANY($3::uuid[]) AND status = 'active'
         FOR SHARE
     ), new AS (
-        SELECT n.id AS delivery_id, n.event_id, n.subscription_id, n.call_id, live.target_host,
-               n.position AS seq
+        SELECT n.id AS delivery_id, now() AS created_at, n.event_id, n.subscription_id,
+               n.call_id, live.target_host, n.position AS seq
         FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[])
              WITH ORDINALITY AS n(id, event_id, subscription_id, call_id, position)
         JOIN live ON live.id = n.subscription_id

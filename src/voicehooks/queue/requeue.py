@@ -16,7 +16,7 @@ from voicehooks.queue.wakeup import cancel_subscriptions
 # `$1` selects the deliveries: by id (one) or failed since a time (recover).
 _REQUEUE = f"""
 WITH target AS (
-    SELECT d.id AS delivery_id, d.subscription_id, d.call_id, s.target_host, d.seq
+    SELECT d.id AS delivery_id, d.created_at, d.subscription_id, d.call_id, s.target_host, d.seq
     FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id
     WHERE {{selection}}
     FOR UPDATE OF d
@@ -27,10 +27,10 @@ UPDATE deliveries d SET
     next_attempt_at = CASE WHEN d.id IN (SELECT delivery_id FROM queued) THEN now() END,
     last_error = NULL,
     updated_at = now()
-FROM target WHERE d.id = target.delivery_id
+FROM target WHERE d.id = target.delivery_id AND d.created_at = target.created_at
 """  # noqa: S608 -- composed of constants
 
-_REQUEUE_ONE = _REQUEUE.format(selection="d.id = $1 AND d.state <> 'pending'")
+_REQUEUE_ONE = _REQUEUE.format(selection="d.id = $1 AND d.created_at = $2 AND d.state <> 'pending'")
 _REQUEUE_FAILED_SINCE = _REQUEUE.format(
     selection="d.subscription_id = $1 AND d.state = 'failed' AND d.created_at >= $2"
 )
@@ -43,9 +43,12 @@ WHERE subscription_id = ANY($1::uuid[]) AND state = 'pending'
 """
 
 
-async def requeue_one(connection: asyncpg.Connection, delivery_id: uuid.UUID) -> None:
-    """Exactly one more attempt of a finished delivery, outside the retry schedule."""
-    await connection.execute(_REQUEUE_ONE, delivery_id)
+async def requeue_one(
+    connection: asyncpg.Connection, delivery_id: uuid.UUID, created_at: datetime
+) -> None:
+    """Exactly one more attempt of a finished delivery (the row of `delivery_id` created at
+    `created_at`), outside the retry schedule."""
+    await connection.execute(_REQUEUE_ONE, delivery_id, created_at)
 
 
 async def requeue_failed_since(

@@ -24,9 +24,11 @@ _RECORD = f"""
 WITH result AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::float8[], $5::uuid[],
                          $6::uuid[], $7::text[], $8::int[], $9::int[], $10::int[], $11::text[],
-                         $12::text[], $13::timestamptz[], $14::text[], $15::jsonb[])
+                         $12::text[], $13::timestamptz[], $14::text[], $15::jsonb[],
+                         $16::timestamptz[])
         AS r(id, token, outcome, delay, subscription_id, event_id, event, attempt, duration_ms,
-             status_code, error, response_body, started_at, execution_status, request_headers)
+             status_code, error, response_body, started_at, execution_status, request_headers,
+             created_at)
 ), logged AS (
     INSERT INTO attempts (id, delivery_id, subscription_id, event_id, event, attempt,
                           execution_status, duration_ms, response_status_code, error,
@@ -35,7 +37,7 @@ WITH result AS (
            r.execution_status, r.duration_ms, r.status_code, r.error, r.response_body,
            r.request_headers, r.started_at
     FROM result r
-    WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = r.id)
+    WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = r.id AND d.created_at = r.created_at)
 ), held AS (
     -- The results whose claim is still the sender's, with their queue rows locked: one
     -- primary-key probe per result (a LATERAL with LIMIT is not reordered into a join that
@@ -67,12 +69,14 @@ WITH result AS (
                                THEN now() + make_interval(secs => r.delay) END,
         updated_at = now()
     FROM held h JOIN result r ON r.id = h.id
-    WHERE d.id = h.id
+    WHERE d.id = h.id AND d.created_at = r.created_at
 ), to_queue AS (
-    SELECT nxt.id AS delivery_id, f.subscription_id, f.call_id, f.target_host, nxt.seq
+    SELECT nxt.id AS delivery_id, nxt.created_at, f.subscription_id, f.call_id, f.target_host,
+           nxt.seq
     FROM finished f
     CROSS JOIN LATERAL (
-        SELECT p.id, p.seq FROM deliveries p
+        -- Any day's: a re-queued delivery may be older than the one that finished.
+        SELECT p.id, p.created_at, p.seq FROM deliveries p
         WHERE p.subscription_id = f.subscription_id AND p.call_id = f.call_id
           AND p.state = 'pending' AND p.id <> ALL($1::uuid[])
         ORDER BY p.seq
@@ -80,7 +84,9 @@ WITH result AS (
     ) AS nxt
 ), queued AS ({QUEUE_HEADS})
 UPDATE deliveries d SET next_attempt_at = now()
-FROM queued WHERE d.id = queued.delivery_id
+FROM queued, to_queue
+WHERE queued.delivery_id = to_queue.delivery_id
+  AND d.id = to_queue.delivery_id AND d.created_at = to_queue.created_at
 """  # noqa: S608 -- composed of constants
 
 HOT_STATEMENTS = (_RECORD,)
@@ -125,6 +131,7 @@ async def record(connection: asyncpg.Connection, records: Sequence[AttemptRecord
         [r.started_at for r in records],
         [r.execution_status for r in records],
         [None if r.request_headers is None else json.dumps(r.request_headers) for r in records],
+        [r.delivery.created_at for r in records],
     )
     return rows_affected(status)
 
