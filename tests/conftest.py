@@ -1,21 +1,26 @@
 """Fixtures: one migrated database per test session, real HTTP receivers, real dispatchers."""
 
 import asyncio
-import base64
 import contextlib
 import os
 import socket
 import tempfile
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
-from sqlalchemy.engine import make_url
+from fastapi import FastAPI
 
-from tests.support import Receiver, Tenant, bootstrap_tenant
+from tests.support import (
+    LOCAL_SERVER,
+    Receiver,
+    Tenant,
+    bootstrap_tenant,
+    make_settings,
+    new_database,
+)
 from voicehooks.api.app import create_app
 from voicehooks.config import Settings
 from voicehooks.db.migrate import upgrade
@@ -23,10 +28,6 @@ from voicehooks.db.urls import libpq_url
 from voicehooks.dispatch.worker import Dispatcher
 from voicehooks.observability.metrics import counters
 
-INGEST_TOKEN = "test-ingest-token-0123456789"
-# The tests' VOICEHOOKS_ENCRYPTION_KEYS: base64 of 32 fixed bytes.
-TEST_ENCRYPTION_KEY = base64.b64encode(b"voicehooks-test-encryption-key!!").decode()
-LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 # No foreign key reaches into history (partitioned by day): it is emptied by name.
 TABLES = (
     "organizations",
@@ -60,25 +61,6 @@ def server_url() -> Iterator[str]:
             yield url
 
 
-@contextlib.asynccontextmanager
-async def new_database(server_url: str, prefix: str) -> AsyncIterator[str]:
-    """An empty database on the server, dropped afterwards; yields its URL."""
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(libpq_url(server_url))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    try:
-        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        admin = await asyncpg.connect(libpq_url(server_url))
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
-
-
 @pytest.fixture(scope="session")
 async def database_url(server_url: str) -> AsyncIterator[str]:
     """A fresh database for this session, built by the Alembic migrations."""
@@ -99,22 +81,6 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
         counters._pending.clear()
 
 
-def make_settings(database_url: str, **overrides: object) -> Settings:
-    values: dict[str, object] = {
-        "database_url": database_url,
-        "ingest_token": INGEST_TOKEN,
-        "allow_http_targets": True,
-        "allowed_target_networks": "127.0.0.0/8",
-        "delivery_timeout": 2.0,
-        "retry_delays": "0.2,0.2,0.2",
-        "poll_interval": 0.1,
-        "lease_margin": 3.0,
-        "encryption_keys": TEST_ENCRYPTION_KEY,
-    }
-    values.update(overrides)
-    return Settings(**values)  # type: ignore[arg-type]
-
-
 @pytest.fixture
 def settings_overrides() -> dict[str, object]:
     """Override in a test module (or with indirect parametrization) to change settings."""
@@ -127,14 +93,18 @@ def settings(database_url: str, settings_overrides: dict[str, object]) -> Settin
 
 
 @pytest.fixture
-async def client(
-    settings: Settings, database_url: str, db: asyncpg.Connection
-) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, database_url)
+async def app(settings: Settings, database_url: str) -> AsyncIterator[FastAPI]:
+    """The API application, served in-process to `client`."""
+    application = create_app(settings, database_url)
+    yield application
+    await application.state.engine.dispose()
+
+
+@pytest.fixture
+async def client(app: FastAPI, db: asyncpg.Connection) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://voicehooks.test") as http:
         yield http
-    await app.state.engine.dispose()
 
 
 @pytest.fixture

@@ -12,8 +12,7 @@ import asyncpg
 import httpx
 from aiohttp import web
 
-from tests.conftest import INGEST_TOKEN, make_settings
-from tests.support import Received, Receiver, Reply, Tenant
+from tests.support import INGEST_TOKEN, Received, Receiver, Reply, Tenant, make_settings
 from voicehooks.dispatch.worker import Dispatcher
 
 INGEST_HEADERS = {"Authorization": f"Bearer {INGEST_TOKEN}"}
@@ -111,7 +110,7 @@ class CallReceiver(Receiver):
         super().__init__()
         self.fail: dict[tuple[str, ...], int] = {}
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         self.requests.append(Received(request.path, dict(request.headers), body, time.monotonic()))
         payload = json.loads(body)["payload"]

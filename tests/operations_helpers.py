@@ -19,8 +19,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from tests.conftest import INGEST_TOKEN, TEST_ENCRYPTION_KEY
-from tests.support import Received
+from tests.support import INGEST_TOKEN, TEST_ENCRYPTION_KEY, Received
 
 INGEST_HEADERS = {"Authorization": f"Bearer {INGEST_TOKEN}"}
 # Retry-After above every scheduled delay: the delivery stays pending for about an hour.
@@ -293,7 +292,7 @@ async def pg_dump(database_url: str) -> str:
 @contextlib.asynccontextmanager
 async def api_client(database_url: str, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
     """The API in this process with its own settings (e.g. other encryption keys)."""
-    from tests.conftest import make_settings
+    from tests.support import make_settings
     from voicehooks.api.app import create_app
 
     app = create_app(make_settings(database_url, **overrides), database_url)

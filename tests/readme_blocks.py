@@ -2,9 +2,9 @@
 
 Every fenced block but the first (install and run, install and test) is marked on the line
 before it with `<!-- readme-test: NAME -->`, and a test runs the block of each name
-(tests/test_readme.py checks that each one is marked and each name is run). The tests change
-only the ports of what they run (8000 and 9000 become free ones) and, for the production
-blocks, the example database URL; nothing else.
+(tests/operations/test_readme.py checks that each one is marked and each name is run). The
+tests change only the ports of what they run (8000 and 9000 become free ones) and, for the
+production blocks, the example database URL; nothing else.
 """
 
 import re

@@ -12,7 +12,6 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import INGEST_TOKEN
 from tests.operations_helpers import (
     free_port,
     running,
@@ -20,7 +19,7 @@ from tests.operations_helpers import (
     spawn_voicehooks,
     wait_for_readyz,
 )
-from tests.support import Tenant, wait_until
+from tests.support import INGEST_TOKEN, Tenant, wait_until
 
 
 def tool_environment(**extra: str) -> dict[str, str]:

@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from tests.conftest import TEST_ENCRYPTION_KEY
+from tests.support import TEST_ENCRYPTION_KEY
 from voicehooks.encryption import KeyRing
 
 PROBLEM_JSON = "application/problem+json"

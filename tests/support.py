@@ -1,16 +1,22 @@
 """Test helpers: tenants, a real HTTP receiver on 127.0.0.1, bounded waiting."""
 
 import asyncio
+import base64
 import contextlib
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
+import asyncpg
 import httpx
 from aiohttp import web
+from sqlalchemy.engine import make_url
 
+from voicehooks.config import Settings
+from voicehooks.db.urls import libpq_url
 from voicehooks.tenancy.service import bootstrap_database
 
 T = TypeVar("T")
@@ -112,7 +118,7 @@ class Receiver:
     def to(self, path: str) -> list[Received]:
         return [request for request in self.requests if request.path == path]
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         self.requests.append(Received(request.path, dict(request.headers), body, time.monotonic()))
         script = self.by_path.get(request.path, self.script)
@@ -128,12 +134,8 @@ class Receiver:
     async def running(cls) -> AsyncIterator["Receiver"]:
         receiver = cls()
         app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", receiver._handle)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        receiver.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        app.router.add_route("*", "/{tail:.*}", receiver.handle)
+        runner, receiver.port = await serve(app)
         try:
             yield receiver
         finally:
@@ -195,3 +197,55 @@ async def bootstrap_tenant(database_url: str, organization: str, workspace: str)
     """Find or create an organization and workspace and issue a new access key for them."""
     result = await bootstrap_database(database_url, organization, workspace)
     return Tenant(result.organization_id, result.workspace_id, result.access_key)
+
+
+INGEST_TOKEN = "test-ingest-token-0123456789"
+# The tests' VOICEHOOKS_ENCRYPTION_KEYS: base64 of 32 fixed bytes.
+TEST_ENCRYPTION_KEY = base64.b64encode(b"voicehooks-test-encryption-key!!").decode()
+LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@contextlib.asynccontextmanager
+async def new_database(server_url: str, prefix: str) -> AsyncIterator[str]:
+    """An empty database on the server, dropped afterwards; yields its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(libpq_url(server_url))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    try:
+        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        admin = await asyncpg.connect(libpq_url(server_url))
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+def make_settings(database_url: str, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "database_url": database_url,
+        "ingest_token": INGEST_TOKEN,
+        "allow_http_targets": True,
+        "allowed_target_networks": "127.0.0.0/8",
+        "delivery_timeout": 2.0,
+        "retry_delays": "0.2,0.2,0.2",
+        "poll_interval": 0.1,
+        "lease_margin": 3.0,
+        "encryption_keys": TEST_ENCRYPTION_KEY,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+async def serve(
+    app: web.Application, host: str = "127.0.0.1", port: int = 0
+) -> tuple[web.AppRunner, int]:
+    """Serve an aiohttp app on a socket of its own; returns the runner and the port it got."""
+    listening = socket.create_server((host, port))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.SockSite(runner, listening).start()
+    return runner, listening.getsockname()[1]

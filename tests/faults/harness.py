@@ -31,9 +31,8 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 
-from tests.conftest import INGEST_TOKEN
 from tests.operations_helpers import free_port, service_environment, spawn_voicehooks
-from tests.support import Received, Receiver, Tenant, wait_until
+from tests.support import INGEST_TOKEN, Received, Receiver, Tenant, serve, wait_until
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -425,12 +424,8 @@ class DownableReceiver(Receiver):
 
     async def start(self) -> None:
         app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        self._runner, self.port = await serve(app, "127.0.0.1", self.port)
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -1,4 +1,4 @@
-// Verifies deliveries with Node's receivers, for tests/test_node_verifiers.py.
+// Verifies deliveries with Node's receivers, for tests/receiving/test_node_verifiers.py.
 // stdin: {"modules": {"<package>": "<path of README's receiver module importing it>"},
 //         "deliveries": [{"body": "...", "headers": {...}, "url": "...", "key": "..."}]}
 // stdout: per delivery, whether each way of verifying accepted it.

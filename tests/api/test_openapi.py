@@ -21,10 +21,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.conftest import INGEST_TOKEN, TEST_ENCRYPTION_KEY
 from tests.operations_helpers import running_api, wait_for_readyz
 from tests.subscriptions_helpers import PROBLEM_JSON, SUBSCRIPTION_FIELDS
-from tests.support import SEED_BODY, create_subscription
+from tests.support import INGEST_TOKEN, SEED_BODY, TEST_ENCRYPTION_KEY, create_subscription
 from voicehooks.api.app import create_app
 from voicehooks.voice import CALL_STATUSES
 
@@ -259,7 +258,7 @@ async def test_interactive_docs_are_served_with_their_own_assets(client, page):
 
 @pytest.fixture(scope="module")
 def api_schema(database_url):
-    from tests.conftest import make_settings
+    from tests.support import make_settings
 
     app = create_app(make_settings(database_url), database_url)
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
@@ -353,7 +352,7 @@ async def test_fuzzed_requests_never_fail_and_match_the_schema(
 # --- the document, as tools outside this process read it ---------------------------------
 
 TOOLS = Path(sys.executable).parent  # the console scripts of this environment
-REPOSITORY = Path(__file__).resolve().parent.parent
+REPOSITORY = Path(__file__).resolve().parents[2]
 
 
 async def _run_tool(*args: object, env: dict[str, str], timeout: float) -> tuple[int, str]:

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TEST_ENCRYPTION_KEY
 from tests.delivery_helpers import ingest
 from tests.operations_helpers import (
     api_client,
@@ -22,7 +21,7 @@ from tests.operations_helpers import (
     standard_verifies,
 )
 from tests.subscriptions_helpers import assert_problem
-from tests.support import call_event, create_subscription, wait_until
+from tests.support import TEST_ENCRYPTION_KEY, call_event, create_subscription, wait_until
 from voicehooks.dispatch.keys import UNDECRYPTABLE_ERROR
 from voicehooks.encryption import KeyRing
 from voicehooks.encryption_keys import KEY_FILE_NAME

@@ -11,9 +11,8 @@ import pytest
 from sqlalchemy.engine import make_url
 
 import voicehooks
-from tests.conftest import TEST_ENCRYPTION_KEY, new_database
 from tests.operations_helpers import free_port, run_voicehooks, spawn_voicehooks
-from tests.support import wait_until
+from tests.support import TEST_ENCRYPTION_KEY, new_database, wait_until
 
 COMMANDS_WITH_A_DATABASE = ("serve", "api", "worker", "migrate", "bootstrap")
 

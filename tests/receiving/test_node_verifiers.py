@@ -18,7 +18,7 @@ from tests.delivery_helpers import ingest
 from tests.readme_blocks import block
 from tests.support import call_event, create_subscription, wait_until
 
-NODE_DIR = Path(__file__).resolve().parent / "node"
+NODE_DIR = Path(__file__).resolve().parents[1] / "node"
 README_KEY = "mysecretkey-of-my-own"  # the key README's Node example holds
 UNICODE_KEY = "clé-secrète-ü-0001"
 

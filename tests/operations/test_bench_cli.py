@@ -4,7 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "delivery.py"
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "delivery.py"
 PHASES = ("raw", "e2e", "latency", "analyze-idle", "many-subscriptions", "dead-host", "pgqueuer")
 
 

@@ -108,11 +108,11 @@ def _days_after(day: Any) -> set[str]:
     }
 
 
-async def test_the_next_page_of_logs_and_deliveries_skips_newer_days(client, db, tenant):
+async def test_the_next_page_of_logs_and_deliveries_skips_newer_days(app, client, db, tenant):
     sub = await create_subscription(client, tenant)
     await _fill(db, sub["id"])
     await db.execute("ANALYZE events, deliveries, attempts")
-    engine = client._transport.app.state.engine  # type: ignore[attr-defined]
+    engine = app.state.engine
     base = tenant.subscription(sub["id"])
 
     for what, table in (("logs", "attempts"), ("deliveries", "deliveries")):
@@ -139,11 +139,11 @@ async def test_the_next_page_of_logs_and_deliveries_skips_newer_days(client, db,
         assert read & _days_after(bound_day) == set(), what
 
 
-async def test_the_portals_next_page_of_deliveries_skips_newer_days(client, db, tenant):
+async def test_the_portals_next_page_of_deliveries_skips_newer_days(app, client, db, tenant):
     sub = await create_subscription(client, tenant)
     await _fill(db, sub["id"])
     await db.execute("ANALYZE events, deliveries, attempts")
-    engine = client._transport.app.state.engine  # type: ignore[attr-defined]
+    engine = app.state.engine
     await signed_in(client, tenant)
     page = await client.get("/portal/deliveries")
     assert page.status_code == 200

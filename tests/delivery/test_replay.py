@@ -3,7 +3,6 @@
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
-from tests.conftest import INGEST_TOKEN
 from tests.operations_helpers import (
     AN_HOUR_LATER,
     delivery_of,
@@ -12,7 +11,14 @@ from tests.operations_helpers import (
     standard_verifies,
     wait_for_delivery,
 )
-from tests.support import Reply, bootstrap_tenant, call_event, create_subscription, wait_until
+from tests.support import (
+    INGEST_TOKEN,
+    Reply,
+    bootstrap_tenant,
+    call_event,
+    create_subscription,
+    wait_until,
+)
 from voicehooks.voice import CALL_STATUSES
 
 KEY = "replay-signing-key-0001"

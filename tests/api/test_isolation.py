@@ -8,7 +8,7 @@ import pytest
 from aiohttp import web
 
 from tests.delivery_helpers import ingest_batch, running_dispatcher
-from tests.support import call_event, create_subscription, wait_until
+from tests.support import call_event, create_subscription, serve, wait_until
 
 
 class CountingServer:
@@ -38,11 +38,7 @@ async def serving(host: str, delay: float) -> AsyncIterator[tuple[CountingServer
     server = CountingServer(delay)
     app = web.Application()
     app.router.add_post("/hook", server.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await serve(app, host)
     try:
         yield server, f"http://{host}:{port}/hook"
     finally:

@@ -1,5 +1,11 @@
-from tests.conftest import INGEST_TOKEN
-from tests.support import SEED_BODY, Reply, call_event, create_subscription, wait_until
+from tests.support import (
+    INGEST_TOKEN,
+    SEED_BODY,
+    Reply,
+    call_event,
+    create_subscription,
+    wait_until,
+)
 
 
 async def test_seed_example_and_a_signed_delivery(client, tenant, receiver, dispatcher):

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from voicehooks.dispatch.signing import bird_signature, signature_headers
 from voicehooks.receiver import InvalidSignature, verify
 
-SOURCE = Path(__file__).resolve().parent.parent / "src"
+SOURCE = Path(__file__).resolve().parents[2] / "src"
 
 # Bird's documented vector (messagebird-signature).
 BIRD_KEY = "KeV+/HGoIQrxuE5YPCRR6AuQOJveldYNNhbVi1i22qk="

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TEST_ENCRYPTION_KEY
 from tests.delivery_helpers import count, ingest_batch, running_dispatcher
 from tests.operations_helpers import spawn_voicehooks
-from tests.support import Reply, call_event, create_subscription, wait_until
+from tests.support import TEST_ENCRYPTION_KEY, Reply, call_event, create_subscription, wait_until
 from voicehooks.dispatch.worker import HOLD_FACTOR
 
 

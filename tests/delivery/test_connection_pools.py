@@ -12,7 +12,6 @@ import pytest
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from tests.conftest import INGEST_TOKEN, new_database
 from tests.delivery_helpers import closed_port, ingest_batch
 from tests.operations_helpers import (
     INGEST_HEADERS,
@@ -22,7 +21,7 @@ from tests.operations_helpers import (
     service_environment,
     wait_for_readyz,
 )
-from tests.support import call_event, create_subscription, wait_until
+from tests.support import INGEST_TOKEN, call_event, create_subscription, new_database, wait_until
 from voicehooks.api.app import create_app
 from voicehooks.db.engine import API_POOL_SIZE, create_engine, session_driver_connection
 from voicehooks.dispatch.worker import POOL_SIZE

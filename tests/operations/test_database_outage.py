@@ -6,10 +6,9 @@ import asyncio
 import json
 import uuid
 
-from tests.conftest import INGEST_TOKEN
 from tests.delivery_helpers import closed_port
 from tests.operations_helpers import running_api, service_environment, wait_for_readyz
-from tests.support import call_event
+from tests.support import INGEST_TOKEN, call_event
 
 
 async def _exchange(

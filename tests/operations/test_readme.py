@@ -27,17 +27,16 @@ import httpx
 import pytest
 import uvicorn
 
-from tests.conftest import new_database
 from tests.delivery_helpers import ingest, logs
 from tests.operations_helpers import free_port, wait_for_readyz
 from tests.readme_blocks import Block, block, blocks, localize
-from tests.support import call_event, create_subscription, wait_until
+from tests.support import call_event, create_subscription, new_database, wait_until
 
 # How each marked block is run: by the walk-through, or by an example's test.
 WALK_THROUGH = {"serve", "listen", "call", "listen-output", "ingest", "portal", "operate"}
 PRODUCTION = {"production", "production-api", "production-worker"}
 EXAMPLES = {"python-receiver", "python-standardwebhooks", "python-bird", "fastapi", "flask"}
-NODE = {"node"}  # tests/test_node_verifiers.py
+NODE = {"node"}  # tests/receiving/test_node_verifiers.py
 README_KEY = "mysecretkey-of-my-own"
 EXAMPLE_DATABASE_URL = "postgresql://user:pass@db:5432/voicehooks"
 # A JSON answer with an error status (problem+json): no README command may get one.

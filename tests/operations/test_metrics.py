@@ -5,7 +5,6 @@ import math
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import INGEST_TOKEN
 from tests.operations_helpers import (
     INGEST_HEADERS,
     ingest,
@@ -17,7 +16,7 @@ from tests.operations_helpers import (
     wait_for_delivery,
     wait_for_readyz,
 )
-from tests.support import Reply, call_event, create_subscription, wait_until
+from tests.support import INGEST_TOKEN, Reply, call_event, create_subscription, wait_until
 from voicehooks.dispatch.worker import Dispatcher
 
 INGESTED = "voicehooks_events_ingested_total"

@@ -8,7 +8,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import TEST_ENCRYPTION_KEY
 from tests.operations_helpers import (
     free_port,
     header,
@@ -18,7 +17,7 @@ from tests.operations_helpers import (
     signature_entries,
     standard_verifies,
 )
-from tests.support import Reply, call_event, wait_until
+from tests.support import TEST_ENCRYPTION_KEY, Reply, call_event, wait_until
 
 
 def _log_lines(*paths: Path) -> list[dict]:

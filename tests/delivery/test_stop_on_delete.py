@@ -23,7 +23,7 @@ class SilentHost:
     def __init__(self) -> None:
         self.arrivals: list[float] = []
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError):
             if await reader.read(65536):
                 self.arrivals.append(time.monotonic())
@@ -34,7 +34,7 @@ class SilentHost:
     @contextlib.asynccontextmanager
     async def running(cls) -> AsyncIterator["tuple[SilentHost, int]"]:
         host = cls()
-        server = await asyncio.start_server(host._handle, "127.0.0.1", 0)
+        server = await asyncio.start_server(host.handle, "127.0.0.1", 0)
         try:
             yield host, server.sockets[0].getsockname()[1]
         finally:
