@@ -70,19 +70,20 @@ async def _fill(
     await db.execute(
         """
         WITH ids AS (
-            SELECT gen_random_uuid() AS event_id, gen_random_uuid() AS delivery_id, n
+            SELECT gen_random_uuid() AS event_id, gen_random_uuid() AS delivery_id, n,
+                   nextval(pg_get_serial_sequence('deliveries', 'seq')) AS seq
             FROM generate_series(1, $3) AS n
         ), e AS (
             INSERT INTO events (id, workspace_id, event, call_id, body, delivery_count)
             SELECT event_id, s.workspace_id, 'voice.inbound', $2::text || n, '{}', 1
             FROM ids, subscriptions s WHERE s.id = $1::uuid
         ), d AS (
-            INSERT INTO deliveries (id, event_id, subscription_id, call_id, next_attempt_at)
-            SELECT delivery_id, event_id, $1::uuid, $2::text || n, now() FROM ids
+            INSERT INTO deliveries (id, event_id, subscription_id, call_id, seq, next_attempt_at)
+            SELECT delivery_id, event_id, $1::uuid, $2::text || n, seq, now() FROM ids
         )
         INSERT INTO delivery_queue (delivery_id, delivery_created_at, subscription_id, call_id,
-                                    target_host, due_at)
-        SELECT delivery_id, now(), $1::uuid, $2::text || n, $2::text,
+                                    target_host, seq, due_at)
+        SELECT delivery_id, now(), $1::uuid, $2::text || n, $2::text, seq,
                now() - make_interval(secs => $4) + n * interval '10 microseconds'
         FROM ids
         """,

@@ -164,10 +164,16 @@ async def test_every_row_moves_into_its_day_and_pending_work_is_delivered_after(
             for row, old in zip(after[table], before[table], strict=True)
         ]
         assert kept == before[table], table
-    [queued] = after["delivery_queue"]
     created = {row["id"]: row["created_at"] for row in after["deliveries"]}
-    assert queued.pop("delivery_created_at") == created[pending["pending-0"]]
-    assert queued == before["delivery_queue"][0]
+    queued = {row["delivery_id"]: row for row in after["delivery_queue"]}
+    # The queued one is still the head; every other pending delivery waits behind it.
+    head = queued.pop(pending["pending-0"])
+    assert head["delivery_created_at"] == created[pending["pending-0"]]
+    assert {column: head[column] for column in before["delivery_queue"][0]} == (
+        before["delivery_queue"][0]
+    )
+    assert set(queued) == set(pending.values()) - {pending["pending-0"]}
+    assert all(row["due_at"] is None for row in queued.values())
 
     connection = await _connect(url)
     try:

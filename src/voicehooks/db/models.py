@@ -238,19 +238,40 @@ class Delivery(Base):
 
 
 class QueuedDelivery(Base):
-    """The hot table: the one delivery of each call that may be sent next (voicehooks.queue).
+    """The hot table: every pending delivery, and nothing else (voicehooks.queue).
 
-    A row per (subscription, call) with pending work: the call's earliest pending delivery.
-    The rest of the call waits in `deliveries` and is queued when the one before it is final,
-    so the claim never searches for earlier deliveries, and never reads finished ones.
+    Of each call (subscription, call id) one row is the head: due (`due_at`), claimable. The
+    others wait behind it with no due time, in sequence order, and the next becomes the head
+    when it is final. Claims and the order per call read this table only, never the history.
     """
 
     __tablename__ = "delivery_queue"
     __table_args__ = (
         # One head per call: the order-per-call rule, kept by the database.
-        UniqueConstraint("subscription_id", "call_id"),
+        Index(
+            "uq_delivery_queue_head",
+            "subscription_id",
+            "call_id",
+            unique=True,
+            postgresql_where=text("due_at IS NOT NULL"),
+        ),
+        # A call's rows, for "does the call have pending work?" when a delivery is added.
+        Index("ix_delivery_queue_call", "subscription_id", "call_id", "seq"),
+        # The waiting rows: the next of a call, and calls left without a head.
+        Index(
+            "ix_delivery_queue_waiting",
+            "subscription_id",
+            "call_id",
+            "seq",
+            postgresql_where=text("due_at IS NULL"),
+        ),
         # Per-host ready lists: the claim walks the hosts with room, each in due order.
-        Index("ix_delivery_queue_host_due", "target_host", "due_at"),
+        Index(
+            "ix_delivery_queue_host_due",
+            "target_host",
+            "due_at",
+            postgresql_where=text("due_at IS NOT NULL"),
+        ),
         {"postgresql_with": {"fillfactor": "50"}},
     )
 
@@ -260,8 +281,11 @@ class QueuedDelivery(Base):
     subscription_id: Mapped[uuid.UUID]
     call_id: Mapped[str]
     target_host: Mapped[str]
-    # Due for a claim from then on; a claim moves it to the end of its lease.
-    due_at: Mapped[datetime]
+    # The delivery's sequence number: the order of the call.
+    seq: Mapped[int] = mapped_column(BigInteger)
+    # The head's: due for a claim from then on (a claim moves it to the end of its lease).
+    # Null while the delivery waits behind the head of its call.
+    due_at: Mapped[datetime | None]
     # Set by a claim; a result is recorded only by the worker holding the current token.
     claim_token: Mapped[uuid.UUID | None]
 

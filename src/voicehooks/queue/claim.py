@@ -25,10 +25,12 @@ import asyncpg
 
 _CLAIM = """
 WITH RECURSIVE hosts AS (
-    (SELECT target_host FROM delivery_queue ORDER BY target_host LIMIT 1)
+    (SELECT target_host FROM delivery_queue WHERE due_at IS NOT NULL
+     ORDER BY target_host LIMIT 1)
     UNION ALL
     SELECT (SELECT q.target_host FROM delivery_queue q
-            WHERE q.target_host > hosts.target_host ORDER BY q.target_host LIMIT 1)
+            WHERE q.target_host > hosts.target_host AND q.due_at IS NOT NULL
+            ORDER BY q.target_host LIMIT 1)
     FROM hosts WHERE hosts.target_host IS NOT NULL
 ), room AS (
     SELECT h.target_host, COALESCE(b.free, $3) AS free
@@ -39,7 +41,7 @@ WITH RECURSIVE hosts AS (
     SELECT c.row_id, c.due_at
     FROM room CROSS JOIN LATERAL (
         SELECT q.ctid AS row_id, q.due_at FROM delivery_queue q
-        WHERE q.target_host = room.target_host
+        WHERE q.target_host = room.target_host AND q.due_at IS NOT NULL
         ORDER BY q.due_at
         LIMIT greatest(room.free, 0)
     ) AS c

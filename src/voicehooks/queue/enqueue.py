@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from voicehooks.queue.order import QUEUE_HEADS
+from voicehooks.queue.order import QUEUE
 from voicehooks.queue.wakeup import wake_dispatchers
 
 
@@ -22,36 +22,27 @@ class NewDelivery:
 # deactivated meanwhile gets no delivery (and stops no queue row it never saw). In one batch,
 # deliveries keep the order given (and their event's created_at: now(), the same
 # transaction's); all are later than any delivery already stored.
-# A call with a pending delivery (queued, or waiting: it may have been stored while the one
-# before it finished, unseen by that one's release) queues nothing new: the new one waits.
 _ENQUEUE = f"""
     WITH live AS (
         SELECT id, target_host FROM subscriptions
         WHERE id = ANY($3::uuid[]) AND status = 'active'
         FOR SHARE
     ), new AS (
-        SELECT n.id AS delivery_id, now() AS created_at, n.event_id, n.subscription_id,
-               n.call_id, live.target_host, n.position AS seq
-        FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[])
-             WITH ORDINALITY AS n(id, event_id, subscription_id, call_id, position)
-        JOIN live ON live.id = n.subscription_id
-    ), to_queue AS (
-        -- One probe of ix_deliveries_call_order per new delivery, whatever the estimates (a
-        -- LATERAL with LIMIT is not turned into a join that reads every pending delivery).
-        SELECT new.* FROM new
-        LEFT JOIN LATERAL (
-            SELECT true AS found FROM deliveries pending
-            WHERE pending.subscription_id = new.subscription_id
-              AND pending.call_id = new.call_id AND pending.state = 'pending'
-            LIMIT 1
-        ) AS blocker ON true
-        WHERE blocker.found IS NULL
-    ), queued AS ({QUEUE_HEADS})
-    INSERT INTO deliveries (id, event_id, subscription_id, call_id, next_attempt_at)
-    SELECT new.delivery_id, new.event_id, new.subscription_id, new.call_id,
-           CASE WHEN new.delivery_id IN (SELECT delivery_id FROM queued) THEN now() END
+        -- Sequence numbers drawn here, in the order given: the queue orders calls by them.
+        SELECT given.*, nextval(pg_get_serial_sequence('deliveries', 'seq')) AS seq
+        FROM (
+            SELECT n.id AS delivery_id, now() AS created_at, n.event_id, n.subscription_id,
+                   n.call_id, live.target_host
+            FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[])
+                 WITH ORDINALITY AS n(id, event_id, subscription_id, call_id, position)
+            JOIN live ON live.id = n.subscription_id
+            ORDER BY n.position
+        ) AS given
+    ), to_queue AS (SELECT * FROM new), {QUEUE}
+    INSERT INTO deliveries (id, event_id, subscription_id, call_id, seq, next_attempt_at)
+    SELECT new.delivery_id, new.event_id, new.subscription_id, new.call_id, new.seq,
+           CASE WHEN new.delivery_id IN (SELECT delivery_id FROM heads) THEN now() END
     FROM new
-    ORDER BY new.seq
 """  # noqa: S608 -- composed of constants
 
 HOT_STATEMENTS = (_ENQUEUE,)

@@ -1,7 +1,7 @@
 """One more attempt for finished deliveries (retry, recover); stopping a subscription's work.
 
-A re-queued delivery rejoins the order of its call: if the call has a queued delivery, it
-waits behind that one (whatever their sequence), else it is queued, due now.
+A re-queued delivery rejoins the order of its call: if the call has a delivery in the queue,
+it waits (and, having the lower sequence, is the next after the head), else it is due now.
 """
 
 import uuid
@@ -10,7 +10,7 @@ from datetime import datetime
 import asyncpg
 
 from voicehooks.db.engine import rows_affected
-from voicehooks.queue.order import QUEUE_HEADS
+from voicehooks.queue.order import QUEUE
 from voicehooks.queue.wakeup import cancel_subscriptions
 
 # `$1` selects the deliveries: by id (one) or failed since a time (recover).
@@ -20,11 +20,11 @@ WITH target AS (
     FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id
     WHERE {{selection}}
     FOR UPDATE OF d
-), to_queue AS (SELECT * FROM target), queued AS ({QUEUE_HEADS})
+), to_queue AS (SELECT * FROM target), {QUEUE}
 UPDATE deliveries d SET
     state = 'pending',
     attempts_allowed = d.attempts + 1,
-    next_attempt_at = CASE WHEN d.id IN (SELECT delivery_id FROM queued) THEN now() END,
+    next_attempt_at = CASE WHEN d.id IN (SELECT delivery_id FROM heads) THEN now() END,
     last_error = NULL,
     updated_at = now()
 FROM target WHERE d.id = target.delivery_id AND d.created_at = target.created_at

@@ -2,9 +2,7 @@
 
 The attempts are logged (whoever holds the claim now: the attempt happened). Where the claim
 is still the sender's, a retry stays queued with its new due time, and a final outcome takes
-the delivery out of the queue and queues the next delivery of its call, if one waits. The
-statement sees the tables as they were before it, so the finished deliveries are left out of
-the next ones by id.
+the delivery out of the queue and makes the next delivery of its call, if one waits, the head.
 """
 
 import json
@@ -17,7 +15,7 @@ import asyncpg
 
 from voicehooks.db.engine import rows_affected
 from voicehooks.queue.claim import ClaimedDelivery
-from voicehooks.queue.order import QUEUE_HEADS
+from voicehooks.queue.order import PROMOTE
 from voicehooks.states import Verdict
 
 _RECORD = f"""
@@ -70,23 +68,11 @@ WITH result AS (
         updated_at = now()
     FROM held h JOIN result r ON r.id = h.id
     WHERE d.id = h.id AND d.created_at = r.created_at
-), to_queue AS (
-    SELECT nxt.id AS delivery_id, nxt.created_at, f.subscription_id, f.call_id, f.target_host,
-           nxt.seq
-    FROM finished f
-    CROSS JOIN LATERAL (
-        -- Any day's: a re-queued delivery may be older than the one that finished.
-        SELECT p.id, p.created_at, p.seq FROM deliveries p
-        WHERE p.subscription_id = f.subscription_id AND p.call_id = f.call_id
-          AND p.state = 'pending' AND p.id <> ALL($1::uuid[])
-        ORDER BY p.seq
-        LIMIT 1
-    ) AS nxt
-), queued AS ({QUEUE_HEADS})
+), calls AS (
+    SELECT DISTINCT subscription_id, call_id FROM finished
+), {PROMOTE}
 UPDATE deliveries d SET next_attempt_at = now()
-FROM queued, to_queue
-WHERE queued.delivery_id = to_queue.delivery_id
-  AND d.id = to_queue.delivery_id AND d.created_at = to_queue.created_at
+FROM promoted WHERE d.id = promoted.delivery_id AND d.created_at = promoted.delivery_created_at
 """  # noqa: S608 -- composed of constants
 
 HOT_STATEMENTS = (_RECORD,)

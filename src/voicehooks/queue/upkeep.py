@@ -11,23 +11,21 @@ import asyncpg
 
 from voicehooks.db import partitions
 from voicehooks.db.engine import rows_affected
-from voicehooks.queue.order import QUEUE_HEADS
+from voicehooks.queue.order import PROMOTE
 
-# The backstop of the release in `results`: a delivery stored while the one before it in its
-# call was finishing (neither saw the other) waits with no queued delivery ahead of it. Only
-# waiting deliveries are read (ix_deliveries_waiting).
+# The backstop of the promotion in `results`: a delivery stored while the head of its call
+# was finishing (neither saw the other) waits with no head ahead of it. Only waiting rows are
+# read (ix_delivery_queue_waiting).
 _QUEUE_STRANDED = f"""
-WITH to_queue AS (
-    SELECT d.id AS delivery_id, d.created_at, d.subscription_id, d.call_id, s.target_host, d.seq
-    FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id
-    WHERE d.state = 'pending' AND d.next_attempt_at IS NULL
-      AND NOT EXISTS (SELECT 1 FROM delivery_queue q
-                      WHERE q.subscription_id = d.subscription_id AND q.call_id = d.call_id)
-), queued AS ({QUEUE_HEADS})
+WITH calls AS (
+    SELECT DISTINCT w.subscription_id, w.call_id FROM delivery_queue w
+    WHERE w.due_at IS NULL
+      AND NOT EXISTS (SELECT 1 FROM delivery_queue h
+                      WHERE h.subscription_id = w.subscription_id AND h.call_id = w.call_id
+                        AND h.due_at IS NOT NULL)
+), {PROMOTE}
 UPDATE deliveries d SET next_attempt_at = now()
-FROM queued, to_queue
-WHERE queued.delivery_id = to_queue.delivery_id
-  AND d.id = to_queue.delivery_id AND d.created_at = to_queue.created_at
+FROM promoted WHERE d.id = promoted.delivery_id AND d.created_at = promoted.delivery_created_at
 """  # noqa: S608 -- composed of constants
 
 # Any fixed number, the same in every worker: one retention round at a time.
