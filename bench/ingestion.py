@@ -22,16 +22,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import json
-import os
-import secrets
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -44,12 +40,20 @@ import asyncpg
 import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-# The delivery benchmark's helpers (CPU accounting, ports, settings).
-from deliverybench.common import PROJECT_DIR, RESULTS_DIR, free_port, log
+# The delivery benchmark's helpers (CPU accounting, processes, databases, options).
+from deliverybench.common import RESULTS_DIR, log
 from deliverybench.cpu import CpuMeter
 from deliverybench.main import code_version, load_conditions
-from deliverybench.processes import database_dsn, server_settings
+from deliverybench.processes import (
+    FreshService,
+    migrate_and_bootstrap,
+    new_encryption_key,
+    server_settings,
+    voicehooks_command,
+    voicehooks_env,
+)
 from deliverybench.profiling import summarize_collapsed
+from deliverybench.service_options import add_service_options
 
 # The issue's floors (bench/README.md).
 FLOOR_SINGLE_PER_S = 1500.0
@@ -86,81 +90,25 @@ def stored_body(item: dict[str, Any]) -> str:
     )
 
 
-class Api:
+class Api(FreshService):
     """A fresh database, migrated and bootstrapped, and `voicehooks api` as a subprocess."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        self.database = f"voicehooks_bench_ingest_{secrets.token_hex(4)}"
-        self.dsn = database_dsn(args.admin_dsn, self.database)
-        self.token = secrets.token_urlsafe(24)
-        self.port = free_port()
-        self.log_dir = Path(tempfile.mkdtemp(prefix="voicehooks-bench-ingest-"))
-        self.process: subprocess.Popen[bytes] | None = None
-        self.tenancy: dict[str, str] = {}
-        self.created = False
+        super().__init__(args, "voicehooks_bench_ingest", "voicehooks-bench-ingest-")
+        self.encryption_key = new_encryption_key()
 
     @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(
-            VOICEHOOKS_DATABASE_URL=self.dsn,
-            VOICEHOOKS_INGEST_TOKEN=self.token,
-            VOICEHOOKS_ENCRYPTION_KEYS=base64.b64encode(secrets.token_bytes(32)).decode(),
-            VOICEHOOKS_ALLOW_HTTP_TARGETS="true",
-            VOICEHOOKS_ALLOWED_TARGET_NETWORKS="127.0.0.0/8",
-            VOICEHOOKS_LOG_LEVEL=self.args.log_level,
-        )
-        return env
+    def pid(self) -> int:
+        return self.pids()["api"]
 
     async def start(self) -> None:
-        admin = await asyncpg.connect(self.args.admin_dsn, timeout=10)
-        try:
-            await admin.execute(f'CREATE DATABASE "{self.database}"')
-            self.created = True
-        finally:
-            await admin.close()
-        env = self.env()
-        for words in (("migrate",), ("bootstrap", "--organization", "bench")):
-            done = subprocess.run(
-                [self.args.python, "-m", "voicehooks", *words],
-                env=env,
-                capture_output=True,
-                timeout=120,
-                check=False,
-                cwd=PROJECT_DIR,
-            )
-            if done.returncode != 0:
-                raise RuntimeError(f"voicehooks {words[0]} failed:\n{done.stderr.decode()}")
-            if words[0] == "bootstrap":
-                self.tenancy = json.loads(done.stdout.decode().strip().splitlines()[-1])
-        out = open(self.log_dir / "api.log", "wb")  # noqa: SIM115 (kept by the child)
-        try:
-            self.process = subprocess.Popen(
-                [self.args.python, "-m", "voicehooks", "api", "--port", str(self.port)],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=PROJECT_DIR,
-            )
-        finally:
-            out.close()
-        deadline = time.monotonic() + 30
-        async with aiohttp.ClientSession() as session:
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    tail = (self.log_dir / "api.log").read_text()[-2000:]
-                    raise RuntimeError(f"voicehooks api exited early:\n{tail}")
-                with contextlib.suppress(aiohttp.ClientError, OSError):
-                    async with session.get(f"{self.base}/readyz") as response:
-                        if response.status == 200:
-                            return
-                await asyncio.sleep(0.1)
-        raise RuntimeError("api not ready within 30 s")
+        await self.db.create()
+        env = voicehooks_env(self.dsn, self.token, self.encryption_key, self.args.log_level)
+        self.tenancy = migrate_and_bootstrap(self.args.python, env)
+        self.processes.spawn(
+            "api", voicehooks_command(self.args.python, "api", "--port", str(self.api_port)), env
+        )
+        await self.wait_ready("api")
 
     async def subscribe(self) -> str:
         org, ws = self.tenancy["organizationId"], self.tenancy["workspaceId"]
@@ -177,22 +125,6 @@ class Api:
             if response.status != 201:
                 raise RuntimeError(f"subscription refused: {response.status} {body}")
             return str(body["id"])
-
-    async def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.to_thread(self.process.wait, 15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                await asyncio.to_thread(self.process.wait, 5)
-        if self.created and not self.args.keep_db:
-            admin = await asyncpg.connect(self.args.admin_dsn, timeout=10)
-            try:
-                await admin.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
-            finally:
-                await admin.close()
-        shutil.rmtree(self.log_dir, ignore_errors=True)
 
 
 async def for_duration(
@@ -224,8 +156,7 @@ async def single_phase(args: argparse.Namespace, api: Api, run: int) -> dict[str
     ws = api.tenancy["workspaceId"]
     url = f"{api.base}/internal/v1/events"
     headers = {"Authorization": f"Bearer {api.token}"}
-    assert api.process is not None
-    meter = CpuMeter(args.admin_dsn, api.database, {"api": api.process.pid})
+    meter = CpuMeter(args.admin_dsn, api.database, {"api": api.pid})
     connector = aiohttp.TCPConnector(limit=args.clients)
     async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
 
@@ -263,7 +194,7 @@ async def py_spy(args: argparse.Namespace, api: Api, phase: str, run: int) -> An
     dict yielded."""
     report: dict[str, Any] = {}
     found = shutil.which("py-spy") or str(Path(args.python).parent / "py-spy")
-    if not args.profile or api.process is None or not Path(found).exists():
+    if not args.profile or not Path(found).exists():
         if args.profile:
             log("--profile: py-spy is not installed (pip install py-spy); not profiling")
         yield report
@@ -273,7 +204,7 @@ async def py_spy(args: argparse.Namespace, api: Api, phase: str, run: int) -> An
     output = directory / f"run{run}-{phase}-api.txt"
     spy = subprocess.Popen(
         [
-            *(found, "record", "--pid", str(api.process.pid), "--rate", "200"),
+            *(found, "record", "--pid", str(api.pid), "--rate", "200"),
             *("--nonblocking", "--format", "raw", "--output", str(output)),
         ],
         stdout=subprocess.DEVNULL,
@@ -357,8 +288,7 @@ async def batch_phase(args: argparse.Namespace, api: Api, run: int) -> dict[str,
     ws = api.tenancy["workspaceId"]
     url = f"{api.base}/internal/v1/events/batch"
     headers = {"Authorization": f"Bearer {api.token}", "Content-Type": "application/json"}
-    assert api.process is not None
-    meter = CpuMeter(args.admin_dsn, api.database, {"api": api.process.pid})
+    meter = CpuMeter(args.admin_dsn, api.database, {"api": api.pid})
     async with aiohttp.ClientSession(headers=headers) as session:
 
         async def step(worker: int, n: int) -> int:
@@ -523,15 +453,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=32, help="single-event clients")
     parser.add_argument("--batch", type=int, default=500, help="events per batch")
     parser.add_argument("--batch-concurrency", type=int, default=2, help="batches in flight")
-    parser.add_argument("--log-level", default="INFO", help="VOICEHOOKS_LOG_LEVEL of the api")
-    parser.add_argument(
-        "--admin-dsn",
-        default=os.environ.get("BENCH_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"),
-        help="a Postgres connection allowed to CREATE/DROP DATABASE",
-    )
-    parser.add_argument("--python", default=sys.executable, help="interpreter with voicehooks")
-    parser.add_argument("--keep-db", action="store_true", help="do not drop the databases")
-    parser.add_argument("--no-save", action="store_true", help="do not write bench/results/")
+    add_service_options(parser, log_level_of="the api")
     parser.add_argument(
         "--profile",
         action="store_true",

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
+
+from deliverybench.service_options import add_service_options
 
 DESCRIPTION = """\
 Delivery benchmark of voicehooks: raw HTTP limit, end-to-end throughput, latency, and the
@@ -65,7 +66,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ingest-concurrency", type=int, default=2, help="batches in flight")
     parser.add_argument("--timeout", type=float, default=120.0, help="bound of each e2e wait, s")
     parser.add_argument("--raw-timeout", type=float, default=60.0, help="bound of the raw phase")
-    parser.add_argument("--log-level", default="INFO", help="VOICEHOOKS_LOG_LEVEL of api/worker")
     parser.add_argument(
         "--phases",
         default=",".join(PHASES),
@@ -97,15 +97,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=60.0,
         help="seconds the dead host has been dead at the second dead-host measurement",
     )
-    parser.add_argument(
-        "--admin-dsn",
-        default=os.environ.get("BENCH_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"),
-        help="a Postgres connection allowed to CREATE/DROP DATABASE",
-    )
-    parser.add_argument("--python", default=sys.executable, help="interpreter with voicehooks")
-    parser.add_argument("--keep-db", action="store_true", help="do not drop the database")
+    add_service_options(parser, log_level_of="api/worker")
     parser.add_argument("--keep-logs", action="store_true", help="keep the api/worker logs")
-    parser.add_argument("--no-save", action="store_true", help="do not write bench/results/")
     parser.add_argument(
         "--db-setting",
         action="append",

@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -142,20 +142,25 @@ class Processes:
 
 
 class Database:
-    """A fresh database `<prefix>_<random>` on the run's server, dropped at the end."""
+    """A fresh database `<prefix>_<random>` on the server of `admin_dsn`, with `settings`
+    (`NAME=VALUE`) applied to it; dropped at the end unless `keep`."""
 
-    def __init__(self, args: argparse.Namespace, prefix: str) -> None:
-        self.args = args
+    def __init__(
+        self, admin_dsn: str, prefix: str, *, keep: bool, settings: Sequence[str] = ()
+    ) -> None:
+        self.admin_dsn = admin_dsn
         self.name = f"{prefix}_{secrets.token_hex(4)}"
-        self.dsn = database_dsn(args.admin_dsn, self.name)
+        self.dsn = database_dsn(admin_dsn, self.name)
+        self.keep = keep
+        self.settings = settings
         self.created = False
 
     async def create(self) -> None:
-        admin = await asyncpg.connect(self.args.admin_dsn, timeout=10)
+        admin = await asyncpg.connect(self.admin_dsn, timeout=10)
         try:
             await admin.execute(f'CREATE DATABASE "{self.name}"')
             self.created = True
-            for setting in self.args.db_setting:
+            for setting in self.settings:
                 name, _, value = setting.partition("=")
                 if not name.replace("_", "").replace(".", "").isalnum():
                     raise ValueError(f"not a setting name: {name!r}")
@@ -189,30 +194,82 @@ class Database:
         return round(time.monotonic() - started, 2)
 
     async def drop(self) -> None:
-        if self.created and not self.args.keep_db:
-            await execute(
-                self.args.admin_dsn, f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'
-            )
+        if self.created and not self.keep:
+            await execute(self.admin_dsn, f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
 
 
-class Service:
-    """A fresh database, `voicehooks api` and `voicehooks worker` as subprocesses."""
+def run_once(command: list[str], env: dict[str, str], what: str) -> str:
+    """A set-up command that must succeed before the service's processes start; its stdout."""
+    done = subprocess.run(
+        command, env=env, capture_output=True, timeout=120, check=False, cwd=PROJECT_DIR
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{what} failed:\n{done.stderr.decode()}")
+    return done.stdout.decode()
 
-    label = "voicehooks"
 
-    def __init__(self, args: argparse.Namespace, profiler: Profiler | None = None) -> None:
+def voicehooks_command(python: str, *words: str) -> list[str]:
+    return [python, "-m", "voicehooks", *words]
+
+
+def new_encryption_key() -> str:
+    """A VOICEHOOKS_ENCRYPTION_KEYS entry: signing keys are encrypted at rest, and each bench
+    database gets a key of its own."""
+    return base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def voicehooks_env(dsn: str, token: str, encryption_key: str, log_level: str) -> dict[str, str]:
+    """The environment of every voicehooks process of a bench: this process's, plus the
+    database, the tokens and plain HTTP to receivers on 127.0.0.1."""
+    env = dict(os.environ)
+    env.update(
+        VOICEHOOKS_DATABASE_URL=dsn,
+        VOICEHOOKS_INGEST_TOKEN=token,
+        VOICEHOOKS_ENCRYPTION_KEYS=encryption_key,
+        VOICEHOOKS_ALLOW_HTTP_TARGETS="true",
+        VOICEHOOKS_ALLOWED_TARGET_NETWORKS="127.0.0.0/8",
+        VOICEHOOKS_LOG_LEVEL=log_level,
+    )
+    return env
+
+
+def migrate_and_bootstrap(python: str, env: dict[str, str]) -> dict[str, str]:
+    """`voicehooks migrate` and `voicehooks bootstrap` on the service's fresh database; the
+    tenancy bootstrap prints (organization, workspace, access key)."""
+    run_once(voicehooks_command(python, "migrate"), env, "voicehooks migrate")
+    printed = run_once(
+        voicehooks_command(python, "bootstrap", "--organization", "bench"),
+        env,
+        "voicehooks bootstrap",
+    )
+    tenancy: dict[str, str] = json.loads(printed.strip().splitlines()[-1])
+    return tenancy
+
+
+class FreshService:
+    """A service under test: a fresh database, the service's processes on it (logs in a
+    temporary directory) and its HTTP API on a free port of 127.0.0.1; `stop` ends the
+    processes and drops the database."""
+
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        database_prefix: str,
+        log_prefix: str,
+        *,
+        db_settings: Sequence[str] = (),
+        keep_logs: bool = False,
+    ) -> None:
         self.args = args
-        self.db = Database(args, "voicehooks_bench")
+        self.db = Database(args.admin_dsn, database_prefix, keep=args.keep_db, settings=db_settings)
         self.database = self.db.name
         self.dsn = self.db.dsn
         self.token = secrets.token_urlsafe(24)
-        # Signing keys are encrypted at rest; this run's database gets a key of its own.
-        self.encryption_key = base64.b64encode(secrets.token_bytes(32)).decode()
         self.api_port = free_port()
-        self.processes = Processes("voicehooks-bench-")
+        self.processes = Processes(log_prefix)
         self.log_dir = self.processes.log_dir
+        self.keep_logs = keep_logs
         self.tenancy: dict[str, str] = {}
-        self.profiler = profiler
 
     @property
     def base(self) -> str:
@@ -222,15 +279,49 @@ class Service:
     def workspace(self) -> str:
         return self.tenancy["workspaceId"]
 
+    async def api_ready(self, session: aiohttp.ClientSession) -> bool:
+        try:
+            async with session.get(f"{self.base}/readyz") as response:
+                return response.status == 200
+        except (aiohttp.ClientError, OSError):
+            return False
+
+    async def ready(self, session: aiohttp.ClientSession) -> bool:
+        """Whether every process can take work (the api's readiness, unless a service knows
+        more)."""
+        return await self.api_ready(session)
+
+    async def wait_ready(self, what: str) -> None:
+        async with aiohttp.ClientSession() as session:
+            await self.processes.wait_until(lambda: self.ready(session), what)
+
+    def pids(self) -> dict[str, int]:
+        return self.processes.pids()
+
+    async def stop(self) -> None:
+        await self.processes.stop(self.keep_logs)
+        await self.db.drop()
+
+
+class Service(FreshService):
+    """A fresh database, `voicehooks api` and `voicehooks worker` as subprocesses."""
+
+    label = "voicehooks"
+
+    def __init__(self, args: argparse.Namespace, profiler: Profiler | None = None) -> None:
+        super().__init__(
+            args,
+            "voicehooks_bench",
+            "voicehooks-bench-",
+            db_settings=args.db_setting,
+            keep_logs=args.keep_logs,
+        )
+        self.encryption_key = new_encryption_key()
+        self.profiler = profiler
+
     def env(self) -> dict[str, str]:
-        env = dict(os.environ)
+        env = voicehooks_env(self.dsn, self.token, self.encryption_key, self.args.log_level)
         env.update(
-            VOICEHOOKS_DATABASE_URL=self.dsn,
-            VOICEHOOKS_INGEST_TOKEN=self.token,
-            VOICEHOOKS_ENCRYPTION_KEYS=self.encryption_key,
-            VOICEHOOKS_ALLOW_HTTP_TARGETS="true",
-            VOICEHOOKS_ALLOWED_TARGET_NETWORKS="127.0.0.0/8",
-            VOICEHOOKS_LOG_LEVEL=self.args.log_level,
             VOICEHOOKS_MAX_IN_FLIGHT=str(self.args.max_in_flight),
             # One dispatcher process per core, sharing the raw client's concurrency between them.
             VOICEHOOKS_WORKER_PROCESSES=str(self.args.worker_processes),
@@ -242,41 +333,28 @@ class Service:
             env["BENCH_QUERY_STATS"] = str(self.profiler.query_stats)
         return env
 
-    def _command(self, *words: str) -> list[str]:
-        if words[0] == "worker" and self.profiler is not None:
-            return [self.args.python, str(BENCH_DIR / "profile_worker.py"), *words]
-        return [self.args.python, "-m", "voicehooks", *words]
+    def _worker_command(self) -> list[str]:
+        if self.profiler is not None:
+            return [self.args.python, str(BENCH_DIR / "profile_worker.py"), "worker"]
+        return voicehooks_command(self.args.python, "worker")
 
     async def start(self) -> None:
         log(f"service: database {self.database}, api on port {self.api_port}")
         await self.db.create()
         env = self.env()
-        for words in (("migrate",), ("bootstrap", "--organization", "bench")):
-            done = subprocess.run(
-                self._command(*words),
-                env=env,
-                capture_output=True,
-                timeout=120,
-                check=False,
-                cwd=PROJECT_DIR,
-            )
-            if done.returncode != 0:
-                raise RuntimeError(f"voicehooks {words[0]} failed:\n{done.stderr.decode()}")
-            if words[0] == "bootstrap":
-                self.tenancy = json.loads(done.stdout.decode().strip().splitlines()[-1])
+        self.tenancy = migrate_and_bootstrap(self.args.python, env)
         self.processes.spawn(
-            "api", self._command("api", "--host", "127.0.0.1", "--port", str(self.api_port)), env
+            "api",
+            voicehooks_command(
+                self.args.python, "api", "--host", "127.0.0.1", "--port", str(self.api_port)
+            ),
+            env,
         )
-        self.processes.spawn("worker", self._command("worker"), env)
-        async with aiohttp.ClientSession() as session:
-            await self.processes.wait_until(lambda: self._ready(session), "api or worker")
+        self.processes.spawn("worker", self._worker_command(), env)
+        await self.wait_ready("api or worker")
 
-    async def _ready(self, session: aiohttp.ClientSession) -> bool:
-        try:
-            async with session.get(f"{self.base}/readyz") as response:
-                if response.status != 200:
-                    return False
-        except (aiohttp.ClientError, OSError):
+    async def ready(self, session: aiohttp.ClientSession) -> bool:
+        if not await self.api_ready(session):
             return False
         if "dispatcher_started" in self.processes.log_text("worker"):
             return True
@@ -286,9 +364,6 @@ class Service:
             " WHERE datname = current_database() AND query ILIKE 'LISTEN %'"
         )
         return bool(rows)
-
-    def pids(self) -> dict[str, int]:
-        return self.processes.pids()
 
     async def subscribe(
         self, session: aiohttp.ClientSession, url: str, channel: str | None = None
@@ -319,10 +394,6 @@ class Service:
                 values[name] = float(value)
         return int(sum(values.values())) if len(values) == 2 else None
 
-    async def stop(self) -> None:
-        await self.processes.stop(self.args.keep_logs)
-        await self.db.drop()
-
 
 async def wait_idle(service: Any, bound: float = 60) -> float | None:
     """Seconds until the service reports nothing due or in flight (None: not within bound)."""
@@ -339,31 +410,22 @@ def peer_command(args: argparse.Namespace, role: str) -> list[str]:
     return [args.python or sys.executable, str(BENCH_DIR / "deliverybench" / "peer.py"), role]
 
 
-class PeerService:
+class PeerService(FreshService):
     """The pgqueuer peer (bench/deliverybench/peer.py): a fresh database with pgqueuer's
     schema, its ingestion api and `--worker-processes` workers sharing `--concurrency`."""
 
     label = "pgqueuer"
 
     def __init__(self, args: argparse.Namespace, target: str) -> None:
-        self.args = args
-        self.db = Database(args, "voicehooks_bench_peer")
-        self.database = self.db.name
-        self.dsn = self.db.dsn
-        self.token = secrets.token_urlsafe(24)
-        self.api_port = free_port()
+        super().__init__(
+            args,
+            "voicehooks_bench_peer",
+            "voicehooks-bench-peer-",
+            db_settings=args.db_setting,
+            keep_logs=args.keep_logs,
+        )
         self.target = target
-        self.processes = Processes("voicehooks-bench-peer-")
-        self.log_dir = self.processes.log_dir
         self.tenancy = {"workspaceId": str(uuid.uuid4())}
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
-
-    @property
-    def workspace(self) -> str:
-        return self.tenancy["workspaceId"]
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -381,28 +443,14 @@ class PeerService:
         log(f"peer: database {self.database}, api on port {self.api_port}")
         await self.db.create()
         env = self.env()
-        done = subprocess.run(
-            peer_command(self.args, "install"),
-            env=env,
-            capture_output=True,
-            timeout=120,
-            check=False,
-            cwd=PROJECT_DIR,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"pgqueuer install failed:\n{done.stderr.decode()}")
+        run_once(peer_command(self.args, "install"), env, "pgqueuer install")
         self.processes.spawn("api", peer_command(self.args, "api"), env)
         for index in range(self.args.worker_processes):
             self.processes.spawn(f"worker-{index}", peer_command(self.args, "worker"), env)
-        async with aiohttp.ClientSession() as session:
-            await self.processes.wait_until(lambda: self._ready(session), "peer api or workers")
+        await self.wait_ready("peer api or workers")
 
-    async def _ready(self, session: aiohttp.ClientSession) -> bool:
-        try:
-            async with session.get(f"{self.base}/readyz") as response:
-                if response.status != 200:
-                    return False
-        except (aiohttp.ClientError, OSError):
+    async def ready(self, session: aiohttp.ClientSession) -> bool:
+        if not await self.api_ready(session):
             return False
         return all(
             "peer_worker_started" in self.processes.log_text(name)
@@ -420,7 +468,3 @@ class PeerService:
     async def backlog(self, session: aiohttp.ClientSession) -> int | None:
         rows = await self.db.query("SELECT count(*) AS n FROM pgqueuer")
         return int(rows[0]["n"])
-
-    async def stop(self) -> None:
-        await self.processes.stop(self.args.keep_logs)
-        await self.db.drop()

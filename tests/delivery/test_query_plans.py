@@ -9,7 +9,7 @@ host's rows) would touch tens of thousands of pages.
 
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 
 import asyncpg
@@ -94,25 +94,37 @@ async def _fill(
     )
 
 
+async def _executed_plan(
+    db: asyncpg.Connection, statement: str, arguments: str
+) -> dict[str, object]:
+    """The plan of `statement`, prepared (its parameters typed as the service's are) and run
+    under EXPLAIN ANALYZE with the literal `arguments`."""
+    name = f"plan_{uuid.uuid4().hex}"
+    await db.execute(f"PREPARE {name} AS {statement}")
+    raw = await db.fetchval(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE {name}({arguments})")
+    await db.execute(f"DEALLOCATE {name}")
+    plan: dict[str, object] = json.loads(raw)[0]["Plan"]
+    return plan
+
+
+async def _half_and_half(db: asyncpg.Connection, healthy: uuid.UUID, dead: uuid.UUID) -> None:
+    """A backlog of ROWS, half of the healthy host, half of the dead one."""
+    await _fill(db, healthy, "healthy.example", ROWS // 2)
+    await _fill(db, dead, "dead.example", ROWS // 2)
+
+
 async def _explain(
     db: asyncpg.Connection, *, host_free: dict[str, int], generic: bool = False
 ) -> tuple[dict[str, object], int]:
     """The executed plan of one claim and the rows it claimed (the claim is rolled back)."""
     await db.execute("SET LOCAL plan_cache_mode = " + ("force_generic_plan" if generic else "auto"))
-    name = f"claim_{uuid.uuid4().hex}"
-    await db.execute(f"PREPARE {name} AS {_CLAIM}")
     claim = db.transaction()  # a savepoint: the claim's updates are rolled back with it
     await claim.start()
     hosts = ",".join(host_free)  # the tests' own host names: no quoting needed
     free = ",".join(str(room) for room in host_free.values())
-    raw = await db.fetchval(
-        f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) "
-        f"EXECUTE {name}('{{{hosts}}}', '{{{free}}}', 64, {CLAIM}, 30)"
-    )
+    plan = await _executed_plan(db, _CLAIM, f"'{{{hosts}}}', '{{{free}}}', 64, {CLAIM}, 30")
     await claim.rollback()
-    await db.execute(f"DEALLOCATE {name}")
-    plan = json.loads(raw)[0]["Plan"]
-    return plan, int(plan["Actual Rows"])
+    return plan, int(plan["Actual Rows"])  # type: ignore[call-overload]
 
 
 def _nodes(plan: dict[str, object]) -> list[dict[str, object]]:
@@ -142,7 +154,16 @@ def _whole_table_reads(plan: dict[str, object]) -> list[str]:
     ]
 
 
+def _assert_reads_a_few_pages(plan: dict[str, object]) -> None:
+    assert _whole_table_reads(plan) == []
+    assert _pages(plan) < PAGE_BUDGET, _pages(plan)
+
+
+ANALYZE_ALL = "ANALYZE delivery_queue, deliveries, events, subscriptions"
+IDLE = "taken while idle"
 IDLE_AFTER_BUSY = "taken while idle after a busy time"
+AFTER_THE_FILL = "taken after the fill"
+STATISTICS = [IDLE, IDLE_AFTER_BUSY, AFTER_THE_FILL]
 
 
 async def _idle_after_busy(db: asyncpg.Connection, subscription_id: uuid.UUID) -> None:
@@ -151,57 +172,61 @@ async def _idle_after_busy(db: asyncpg.Connection, subscription_id: uuid.UUID) -
     await _fill(db, subscription_id, "healthy.example", 20_000)
     await db.execute("DELETE FROM delivery_queue")
     await db.execute("UPDATE deliveries SET state = 'succeeded', next_attempt_at = NULL")
-    await db.execute("ANALYZE delivery_queue, deliveries, events, subscriptions")
+    await db.execute(ANALYZE_ALL)
 
 
-@pytest.mark.parametrize(
-    "statistics", ["taken while idle", IDLE_AFTER_BUSY, "taken after the fill"]
-)
+async def _fill_with_statistics(
+    db: asyncpg.Connection,
+    statistics: str,
+    healthy: uuid.UUID,
+    fill: Callable[[], Awaitable[None]],
+    *,
+    analyze: str = ANALYZE_ALL,
+) -> None:
+    """`fill` the queue, with the planner's statistics (`analyze`) taken as `statistics` says:
+    before it on an empty queue, before it on a queue that was busy, or after it."""
+    if statistics == IDLE:
+        await db.execute(analyze)
+    elif statistics == IDLE_AFTER_BUSY:
+        await _idle_after_busy(db, healthy)
+    await fill()
+    if statistics == AFTER_THE_FILL:
+        await db.execute(analyze)
+
+
+@pytest.mark.parametrize("statistics", STATISTICS)
 @pytest.mark.parametrize("generic", [False, True], ids=["custom plan", "generic plan"])
 async def test_a_claim_reads_a_few_pages_of_a_big_backlog_whatever_the_statistics(
     queue_fill: asyncpg.Connection, statistics: str, generic: bool
 ) -> None:
     db = queue_fill
     healthy, dead = await _subscriptions(db)
-    if statistics == "taken while idle":
-        await db.execute("ANALYZE delivery_queue, deliveries, events, subscriptions")
-    elif statistics == IDLE_AFTER_BUSY:
-        await _idle_after_busy(db, healthy)
-    await _fill(db, healthy, "healthy.example", ROWS // 2)
-    await _fill(db, dead, "dead.example", ROWS // 2)
-    if statistics == "taken after the fill":
-        await db.execute("ANALYZE delivery_queue, deliveries, events, subscriptions")
+    await _fill_with_statistics(db, statistics, healthy, lambda: _half_and_half(db, healthy, dead))
 
     plan, claimed = await _explain(db, host_free={}, generic=generic)
 
     assert claimed == CLAIM
-    assert _whole_table_reads(plan) == []
-    assert _pages(plan) < PAGE_BUDGET, _pages(plan)
+    _assert_reads_a_few_pages(plan)
 
 
-@pytest.mark.parametrize(
-    "statistics", ["taken while idle", IDLE_AFTER_BUSY, "taken after the fill"]
-)
+@pytest.mark.parametrize("statistics", STATISTICS)
 async def test_a_full_host_costs_the_claim_nothing_however_long_its_backlog(
     queue_fill: asyncpg.Connection, statistics: str
 ) -> None:
     """The dead host's 99,900 due rows sort first; the claim reads none of them."""
     db = queue_fill
     healthy, dead = await _subscriptions(db)
-    if statistics == "taken while idle":
-        await db.execute("ANALYZE delivery_queue")
-    elif statistics == IDLE_AFTER_BUSY:
-        await _idle_after_busy(db, healthy)
-    await _fill(db, dead, "dead.example", ROWS - CLAIM, age=600)
-    await _fill(db, healthy, "healthy.example", CLAIM, age=5)
-    if statistics == "taken after the fill":
-        await db.execute("ANALYZE delivery_queue")
+
+    async def fill() -> None:
+        await _fill(db, dead, "dead.example", ROWS - CLAIM, age=600)
+        await _fill(db, healthy, "healthy.example", CLAIM, age=5)
+
+    await _fill_with_statistics(db, statistics, healthy, fill, analyze="ANALYZE delivery_queue")
 
     plan, claimed = await _explain(db, host_free={"dead.example": 0, "healthy.example": CLAIM})
 
     assert claimed == CLAIM
-    assert _whole_table_reads(plan) == []
-    assert _pages(plan) < PAGE_BUDGET, _pages(plan)
+    _assert_reads_a_few_pages(plan)
 
 
 async def test_subscriptions_without_pending_work_cost_the_claim_nothing(
@@ -221,13 +246,12 @@ async def test_subscriptions_without_pending_work_cost_the_claim_nothing(
         healthy,
     )
     await _fill(db, healthy, "healthy.example", 10_000)
-    await db.execute("ANALYZE delivery_queue, deliveries, events, subscriptions")
+    await db.execute(ANALYZE_ALL)
 
     plan, claimed = await _explain(db, host_free={})
 
     assert claimed == 64  # the host's room
-    assert _whole_table_reads(plan) == []
-    assert _pages(plan) < PAGE_BUDGET, _pages(plan)
+    _assert_reads_a_few_pages(plan)
 
 
 async def test_an_empty_queue_is_claimed_from_in_a_handful_of_pages(
@@ -246,7 +270,7 @@ def _array(values: list[object], kind: str) -> str:
     return f"'{{{items}}}'::{kind}[]"
 
 
-@pytest.mark.parametrize("statistics", [IDLE_AFTER_BUSY, "taken after the fill"])
+@pytest.mark.parametrize("statistics", [IDLE_AFTER_BUSY, AFTER_THE_FILL])
 async def test_recording_a_batch_reads_a_few_pages_per_attempt_whatever_the_statistics(
     queue_fill: asyncpg.Connection, statistics: str
 ) -> None:
@@ -254,12 +278,7 @@ async def test_recording_a_batch_reads_a_few_pages_per_attempt_whatever_the_stat
     half are retried."""
     db = queue_fill
     healthy, dead = await _subscriptions(db)
-    if statistics == IDLE_AFTER_BUSY:
-        await _idle_after_busy(db, healthy)
-    await _fill(db, healthy, "healthy.example", ROWS // 2)
-    await _fill(db, dead, "dead.example", ROWS // 2)
-    if statistics == "taken after the fill":
-        await db.execute("ANALYZE delivery_queue, deliveries, events, subscriptions")
+    await _fill_with_statistics(db, statistics, healthy, lambda: _half_and_half(db, healthy, dead))
     claimed = await claim(db, limit=CLAIM, host_free={}, per_host=CLAIM, lease_seconds=30)
     assert len(claimed) == CLAIM
     outcomes = ["succeeded" if n % 2 else "retry" for n in range(CLAIM)]
@@ -281,16 +300,10 @@ async def test_recording_a_batch_reads_a_few_pages_per_attempt_whatever_the_stat
         _array([None] * CLAIM, "jsonb"),
         _array([d.created_at.isoformat() for d in claimed], "timestamptz"),
     ]
-    name = f"record_{uuid.uuid4().hex}"
-    await db.execute(f"PREPARE {name} AS {_RECORD}")
-    raw = await db.fetchval(
-        f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE {name}({', '.join(arrays)})"
-    )
-    plan = json.loads(raw)[0]["Plan"]
+    plan = await _executed_plan(db, _RECORD, ", ".join(arrays))
     finished = await db.fetchval(
         "SELECT count(*) FROM deliveries WHERE id = ANY($1::uuid[]) AND state = 'succeeded'",
         [d.id for n, d in enumerate(claimed) if n % 2],
     )
     assert finished == CLAIM // 2  # the statement did its work (the test's transaction undoes it)
-    assert _whole_table_reads(plan) == []
-    assert _pages(plan) < PAGE_BUDGET, _pages(plan)
+    _assert_reads_a_few_pages(plan)

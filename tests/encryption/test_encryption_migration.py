@@ -11,6 +11,7 @@ from alembic import command
 from alembic.script import ScriptDirectory
 
 from tests.delivery_helpers import ingest, running_dispatcher
+from tests.migration_helpers import database_at, insert_organization_and_workspace
 from tests.operations_helpers import api_client, bird_signature, header, standard_verifies
 from tests.subscriptions_helpers import TEST_KEY_RING
 from tests.support import bootstrap_tenant, call_event, new_database, wait_until
@@ -26,8 +27,7 @@ SHORT = "shortkey"
 
 @pytest.fixture
 async def database_at_0001(server_url: str) -> AsyncIterator[str]:
-    async with new_database(server_url, "voicehooks_migration") as url:
-        await upgrade(url, revision="0001")
+    async with database_at(server_url, "voicehooks_migration", "0001") as url:
         yield url
 
 
@@ -37,14 +37,7 @@ async def _insert_at_0001(url: str, receiver_url: str) -> dict[str, uuid.UUID]:
     expires = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     connection = await asyncpg.connect(libpq_url(url))
     try:
-        await connection.execute(
-            "INSERT INTO organizations (id, name) VALUES ($1, 'migrated')", ids["organization"]
-        )
-        await connection.execute(
-            "INSERT INTO workspaces (id, organization_id, name) VALUES ($1, $2, 'main')",
-            ids["workspace"],
-            ids["organization"],
-        )
+        await insert_organization_and_workspace(connection, ids["organization"], ids["workspace"])
         for name, key, previous, path in (
             ("long", CURRENT, [{"key": PREVIOUS, "expiresAt": expires}], "/long"),
             ("short", SHORT, [], "/short"),

@@ -10,6 +10,7 @@ import asyncpg
 import pytest
 
 from tests.delivery_helpers import ingest, running_dispatcher
+from tests.migration_helpers import database_at, insert_organization_and_workspace
 from tests.operations_helpers import api_client
 from tests.subscriptions_helpers import TEST_KEY_RING
 from tests.support import bootstrap_tenant, call_event, new_database, wait_until
@@ -23,8 +24,7 @@ DAYS_AGO = (10, 3, 0)
 
 @pytest.fixture
 async def database_at_0004(server_url: str, receiver) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-    async with new_database(server_url, "voicehooks_history") as url:
-        await upgrade(url, revision="0001")
+    async with database_at(server_url, "voicehooks_history", "0001") as url:
         ids = await _subscription_at_0001(url, receiver.url)
         await upgrade(url, key_ring=TEST_KEY_RING, revision="0004")
         yield url, ids
@@ -38,14 +38,7 @@ async def _subscription_at_0001(url: str, receiver_url: str) -> dict[str, Any]:
     ids = {name: uuid.uuid4() for name in ("organization", "workspace", "subscription")}
     connection = await _connect(url)
     try:
-        await connection.execute(
-            "INSERT INTO organizations (id, name) VALUES ($1, 'migrated')", ids["organization"]
-        )
-        await connection.execute(
-            "INSERT INTO workspaces (id, organization_id, name) VALUES ($1, $2, 'main')",
-            ids["workspace"],
-            ids["organization"],
-        )
+        await insert_organization_and_workspace(connection, ids["organization"], ids["workspace"])
         await connection.execute(
             "INSERT INTO subscriptions (id, organization_id, workspace_id, service, event, url,"
             " target_host, signing_key, event_filters) VALUES ($1, $2, $3, 'channels',"
