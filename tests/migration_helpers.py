@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 
-from tests.conftest import new_database
+from tests.support import new_database
 from voicehooks.db.migrate import upgrade
 
 

@@ -14,7 +14,7 @@ from tests.delivery_helpers import ingest, running_dispatcher
 from tests.migration_helpers import database_at, insert_organization_and_workspace
 from tests.operations_helpers import api_client, bird_signature, header, standard_verifies
 from tests.subscriptions_helpers import TEST_KEY_RING
-from tests.support import bootstrap_tenant, call_event, new_database, wait_until
+from tests.support import bootstrap_tenant, call_event, wait_until
 from voicehooks.db.engine import create_engine
 from voicehooks.db.migrate import KEY_RING_ATTRIBUTE, alembic_config, upgrade
 from voicehooks.db.urls import libpq_url
