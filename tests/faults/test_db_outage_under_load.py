@@ -287,6 +287,6 @@ async def outage_under_load(
     findings.check(
         len(warnings) <= 1,
         f"{len(warnings)} WARNING lines for one outage (at most one): "
-        f"{[w.get('event') for w in warnings][:10]}",
+        f"{[(w.get('event'), w.get('error')) for w in warnings][:10]}",
     )
     return findings

@@ -24,6 +24,8 @@ def _wrapped(error: Exception, *, invalidated: bool = False) -> sa_exc.DBAPIErro
         TimeoutError(),
         asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed in the middle"),
         asyncpg.InterfaceError("cannot perform operation: connection is closed"),
+        # A connection a server restart left mid-operation.
+        asyncpg.InternalClientError("cannot switch to state 15; another operation in progress"),
         asyncpg.exceptions.CannotConnectNowError("the database system is starting up"),
         asyncpg.exceptions.AdminShutdownError("terminating connection due to administrator"),
         asyncpg.exceptions.CrashShutdownError("terminating connection: crash"),

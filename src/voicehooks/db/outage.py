@@ -59,7 +59,11 @@ def _one_is_outage(error: BaseException) -> bool:
         return True
     if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
         return True
-    if isinstance(error, asyncpg.exceptions.ConnectionDoesNotExistError):
+    if isinstance(
+        error, asyncpg.exceptions.ConnectionDoesNotExistError | asyncpg.InternalClientError
+    ):
+        # Lost, or left mid-operation by a loss (seen when the server restarts under load):
+        # either way the connection is gone, and its pool opens another.
         return True
     if isinstance(error, asyncpg.InterfaceError):
         # "connection is closed" and its kin; other interface errors are bugs of ours.
