@@ -1,6 +1,8 @@
-"""Keyset pagination: opaque page tokens that point after the last row of a page.
+"""Keyset pagination's page tokens, for every list: an opaque position after the last row.
 
-A token that does not decode is the client's mistake: a 422 naming `pageToken`.
+A position is a tuple of the sort key's values (times, ids, sequence numbers) of the last
+row shown, as base64url JSON. Every list's token is one of these; a token that does not
+decode as the list's position is the client's mistake: a 422 naming `pageToken`.
 """
 
 import base64
@@ -8,27 +10,63 @@ import binascii
 import json
 import uuid
 from datetime import datetime
+from typing import Any
 
 from voicehooks.db.keyset import Cursor
-from voicehooks.errors import invalid_field
+from voicehooks.errors import ProblemError, invalid_field
 from voicehooks.timestamps import in_utc
+
+Value = datetime | uuid.UUID | int
+
+
+def encode_position(*values: Value) -> str:
+    raw = json.dumps(
+        [
+            v.isoformat() if isinstance(v, datetime) else str(v) if isinstance(v, uuid.UUID) else v
+            for v in values
+        ]
+    ).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _value(raw: Any, kind: type) -> Value:
+    if kind is datetime and isinstance(raw, str):
+        return in_utc(datetime.fromisoformat(raw))
+    if kind is uuid.UUID and isinstance(raw, str):
+        return uuid.UUID(raw)
+    if kind is int and isinstance(raw, int) and not isinstance(raw, bool):
+        return raw
+    raise ValueError("not a value of this position")
+
+
+def decode_position(token: str, *kinds: type) -> tuple[Value, ...]:
+    """The position in `token`, its values of `kinds`; ValueError for anything else."""
+    try:
+        raw = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
+        raise ValueError("not a page token") from exc
+    if not isinstance(raw, list) or len(raw) != len(kinds):
+        raise ValueError("not a page token of this list")
+    return tuple(_value(value, kind) for value, kind in zip(raw, kinds, strict=True))
+
+
+def _not_this_list() -> ProblemError:
+    return invalid_field("pageToken", "not a page token of this list")
 
 
 def encode_page_token(created_at: datetime, row_id: uuid.UUID) -> str:
-    raw = json.dumps([created_at.isoformat(), str(row_id)]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    """Lists newest first by (created_at, id): subscriptions, attempt logs."""
+    return encode_position(created_at, row_id)
 
 
 def decode_page_token(token: str | None) -> Cursor | None:
     if token is None:
         return None
     try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        created_at, row_id = json.loads(raw)
-        cursor = (in_utc(datetime.fromisoformat(created_at)), uuid.UUID(row_id))
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
-        raise invalid_field("pageToken", "not a page token of this list") from None
-    return cursor
+        created_at, row_id = decode_position(token, datetime, uuid.UUID)
+    except ValueError:
+        raise _not_this_list() from None
+    return created_at, row_id  # type: ignore[return-value]
 
 
 # A position in a list ordered by sequence number: the last row's sequence and created_at
@@ -37,24 +75,19 @@ SequenceCursor = tuple[int, datetime | None]
 
 
 def encode_sequence_token(sequence: int, created_at: datetime | None = None) -> str:
-    """A page token for lists ordered by a sequence number (ingestion order)."""
-    position: list[object] = [sequence]
-    if created_at is not None:
-        position.append(created_at.isoformat())
-    return base64.urlsafe_b64encode(json.dumps(position).encode()).decode().rstrip("=")
+    """Lists by ingestion order (deliveries)."""
+    return (
+        encode_position(sequence) if created_at is None else encode_position(sequence, created_at)
+    )
 
 
 def decode_sequence_token(token: str | None) -> SequenceCursor | None:
     if token is None:
         return None
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        sequence, *rest = json.loads(raw)
-        created_at = in_utc(datetime.fromisoformat(rest[0])) if rest else None
-        if len(rest) > 1:
-            raise ValueError("too long")
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
-        raise invalid_field("pageToken", "not a page token of this list") from None
-    if not isinstance(sequence, int) or isinstance(sequence, bool):
-        raise invalid_field("pageToken", "not a page token of this list")
-    return sequence, created_at
+    for kinds in ((int, datetime), (int,)):
+        try:
+            position = decode_position(token, *kinds)
+        except ValueError:
+            continue
+        return position[0], position[1] if len(position) > 1 else None  # type: ignore[return-value]
+    raise _not_this_list()

@@ -7,12 +7,9 @@ keyset cursor and a LIMIT, so a page costs the same at any number of deliveries.
 the statements to move when the queue's tables change.
 """
 
-import base64
-import binascii
-import json
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import text
@@ -20,6 +17,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from voicehooks.db.engine import session_driver_connection
+from voicehooks.page_tokens import decode_position, encode_position
 from voicehooks.portal import rollups
 
 # A delivery list's position: (created_at, seq) of the last row shown.
@@ -32,21 +30,13 @@ FAILING_SHOWN = 20
 
 
 def encode_cursor(cursor: DeliveryCursor) -> str:
-    raw = json.dumps([cursor[0].isoformat(), cursor[1]]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return encode_position(*cursor)
 
 
 def decode_cursor(token: str) -> DeliveryCursor:
     """Raises ValueError for anything that is not a cursor of a delivery list."""
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        created_at, seq = json.loads(raw)
-        at = datetime.fromisoformat(created_at)
-    except (TypeError, binascii.Error, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError("not a page of this list") from exc
-    if at.tzinfo is None or not isinstance(seq, int) or isinstance(seq, bool):
-        raise ValueError("not a page of this list")
-    return at.astimezone(UTC), seq
+    created_at, seq = decode_position(token, datetime, int)
+    return created_at, seq  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
