@@ -78,7 +78,7 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     finally:
         await connection.execute(f"TRUNCATE {', '.join(TABLES)} CASCADE")
         await connection.close()
-        counters._pending.clear()
+        counters.discard()
 
 
 @pytest.fixture

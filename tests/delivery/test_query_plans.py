@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
-from voicehooks.queue.claim import _CLAIM, claim
-from voicehooks.queue.results import _RECORD
+from voicehooks.queue.claim import CLAIM_SQL, claim
+from voicehooks.queue.results import RECORD_SQL
 
 ROWS = 100_000
 CLAIM = 100
@@ -122,7 +122,7 @@ async def _explain(
     await claim.start()
     hosts = ",".join(host_free)  # the tests' own host names: no quoting needed
     free = ",".join(str(room) for room in host_free.values())
-    plan = await _executed_plan(db, _CLAIM, f"'{{{hosts}}}', '{{{free}}}', 64, {CLAIM}, 30")
+    plan = await _executed_plan(db, CLAIM_SQL, f"'{{{hosts}}}', '{{{free}}}', 64, {CLAIM}, 30")
     await claim.rollback()
     return plan, int(plan["Actual Rows"])  # type: ignore[call-overload]
 
@@ -300,7 +300,7 @@ async def test_recording_a_batch_reads_a_few_pages_per_attempt_whatever_the_stat
         _array([None] * CLAIM, "jsonb"),
         _array([d.created_at.isoformat() for d in claimed], "timestamptz"),
     ]
-    plan = await _executed_plan(db, _RECORD, ", ".join(arrays))
+    plan = await _executed_plan(db, RECORD_SQL, ", ".join(arrays))
     finished = await db.fetchval(
         "SELECT count(*) FROM deliveries WHERE id = ANY($1::uuid[]) AND state = 'succeeded'",
         [d.id for n, d in enumerate(claimed) if n % 2],

@@ -7,7 +7,7 @@ import pytest
 
 from tests.delivery_helpers import deliveries, ingest, ingest_batch
 from tests.support import call_event, create_subscription, wait_until
-from voicehooks.ingestion.repository import _MATCH
+from voicehooks.ingestion.repository import MATCH_SQL
 
 CHANNEL = "b827924e-9789-4c2f-a4d5-b352175354f6"
 OTHER_CHANNEL = "0c0ffee0-0000-4000-8000-000000000001"
@@ -164,7 +164,7 @@ def _nodes(plan: dict):
 
 
 async def _explain(db, params: list) -> dict:
-    raw = await db.fetchval(f"EXPLAIN (FORMAT JSON) {_MATCH}", *params)
+    raw = await db.fetchval(f"EXPLAIN (FORMAT JSON) {MATCH_SQL}", *params)
     plan = json.loads(raw) if isinstance(raw, str) else raw
     return plan[0]["Plan"]
 
@@ -209,5 +209,5 @@ async def test_matching_query_probes_the_match_index(client, tenant, db):
         probes = [n.get("Index Name") for n in nodes if "Index Name" in n]
         assert probes == ["ix_subscriptions_match"] * 2, json.dumps(plan, indent=1)
     # And the query finds the subscription it should.
-    rows = await db.fetch(_MATCH, *params)
+    rows = await db.fetch(MATCH_SQL, *params)
     assert [str(row["id"]) for row in rows] == [mine["id"]]

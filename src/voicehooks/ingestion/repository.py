@@ -48,7 +48,7 @@ class StoredEvent:
 
 # One index probe of ix_subscriptions_match per distinct (workspace, event, channel) key, for
 # the channel itself and for "any channel"; other workspaces, events and channels are not read.
-_MATCH = """
+MATCH_SQL = """
     SELECT k.workspace_id, k.event, k.channel_id, s.id, s.statuses
     FROM unnest($1::uuid[], $2::text[], $3::uuid[]) AS k(workspace_id, event, channel_id)
     CROSS JOIN LATERAL (
@@ -94,7 +94,7 @@ _STORED_EVENTS = """
 """
 
 # Every new connection of the API looks up their types first (see db.engine.look_up_types).
-HOT_STATEMENTS = (_MATCH, _INSERT_EVENTS, _STORED_EVENTS, *enqueue.HOT_STATEMENTS)
+HOT_STATEMENTS = (MATCH_SQL, _INSERT_EVENTS, _STORED_EVENTS, *enqueue.HOT_STATEMENTS)
 
 
 class IngestionRepository:
@@ -114,7 +114,7 @@ class IngestionRepository:
             return []
         connection = await self.connection()
         rows = await connection.fetch(
-            _MATCH,
+            MATCH_SQL,
             [key.workspace_id for key in keys],
             [key.event for key in keys],
             [key.channel_id for key in keys],

@@ -90,6 +90,10 @@ class SharedCounters:
     def pending(self) -> dict[tuple[str, str], float]:
         return dict(self._pending)
 
+    def discard(self) -> None:
+        """Forget what is not flushed yet (a test whose database was emptied under it)."""
+        self._pending.clear()
+
     async def flush(self, connection: asyncpg.Connection) -> None:
         if not self._pending:
             return

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-_CLAIM = """
+CLAIM_SQL = """
 WITH RECURSIVE hosts AS (
     (SELECT target_host FROM delivery_queue WHERE due_at IS NOT NULL
      ORDER BY target_host LIMIT 1)
@@ -71,7 +71,7 @@ FROM unnest($1::uuid[], $2::uuid[]) AS r(id, token)
 WHERE q.delivery_id = r.id AND q.claim_token = r.token
 """
 
-HOT_STATEMENTS = (_CLAIM,)
+HOT_STATEMENTS = (CLAIM_SQL,)
 
 
 # Slots, not frozen: one is built per attempt, and a frozen init costs three times as much.
@@ -117,7 +117,7 @@ async def claim(
     # One statement, committed on its own (and durably: a claim lost in a crash of the
     # database could let a second worker send the same delivery while the first one does).
     rows = await connection.fetch(
-        _CLAIM,
+        CLAIM_SQL,
         list(host_free),
         list(host_free.values()),
         per_host,

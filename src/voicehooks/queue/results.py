@@ -18,7 +18,7 @@ from voicehooks.queue.claim import ClaimedDelivery
 from voicehooks.queue.order import PROMOTE
 from voicehooks.states import Verdict
 
-_RECORD = f"""
+RECORD_SQL = f"""
 WITH result AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::float8[], $5::uuid[],
                          $6::uuid[], $7::text[], $8::int[], $9::int[], $10::int[], $11::text[],
@@ -75,7 +75,7 @@ UPDATE deliveries d SET next_attempt_at = now()
 FROM promoted WHERE d.id = promoted.delivery_id AND d.created_at = promoted.delivery_created_at
 """  # noqa: S608 -- composed of constants
 
-HOT_STATEMENTS = (_RECORD,)
+HOT_STATEMENTS = (RECORD_SQL,)
 
 
 @dataclass(slots=True)
@@ -101,7 +101,7 @@ class AttemptRecord:
 async def record(connection: asyncpg.Connection, records: Sequence[AttemptRecord]) -> int:
     """Record the attempts; returns how many waiting deliveries it queued."""
     status = await connection.execute(
-        _RECORD,
+        RECORD_SQL,
         [r.delivery.id for r in records],
         [r.delivery.claim_token for r in records],
         [r.outcome for r in records],
