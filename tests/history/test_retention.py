@@ -34,12 +34,15 @@ async def _delivered(client, db, tenant, sub, receiver, call_id, reply, **wait):
 
 async def _age(db, days: float, event_id, delivery_id=None, *, attempts: bool = True) -> None:
     now = datetime.now(UTC)
-    await partitions.ensure_partitions(
-        db, partitions.days_between((now - timedelta(days=days + 1)).date(), now.date())
-    )
     # In one transaction: one now(), so that a delivery keeps its event's created_at (the
-    # caller's, if it has one: the same now() for every row it ages).
+    # caller's, if it has one: the same now() for every row it ages). Retention waits for it:
+    # the running worker would otherwise drop an empty past day between its creation here
+    # and the rows moving in.
     async with db.transaction():
+        await db.execute("SELECT pg_advisory_xact_lock($1)", upkeep.RETENTION_LOCK)
+        await partitions.ensure_partitions(
+            db, partitions.days_between((now - timedelta(days=days + 1)).date(), now.date())
+        )
         await _move_back(db, days, event_id, delivery_id, attempts=attempts)
 
 
