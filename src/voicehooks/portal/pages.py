@@ -8,13 +8,15 @@ does; the portal's own reads (overview, delivery search, a delivery's attempts) 
 import contextlib
 import secrets
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.datastructures import FormData
 
 import voicehooks
 from voicehooks.deliveries import service as deliveries
@@ -42,6 +44,7 @@ from voicehooks.portal.web import (
     change_form,
     key_ring_of,
     message_page,
+    refuse_read_only,
     render,
     settings_of,
     text_field,
@@ -91,6 +94,33 @@ async def _subscription(session: AsyncSession, scope: PortalScope, raw_id: str) 
         raise _not_found()
     found = await subscriptions.get_subscription(session, workspace_of(scope), subscription_id)
     return subscriptions.to_out(found)
+
+
+async def _page_subscription(
+    subscription_id: str, scope: ScopeDep, session: SessionDep
+) -> SubscriptionOut:
+    return await _subscription(session, scope, subscription_id)
+
+
+# The subscription a page is about, 404 when this session does not see it.
+PageSubscription = Annotated[SubscriptionOut, Depends(_page_subscription)]
+
+
+@dataclass(frozen=True)
+class _Change:
+    form: FormData
+    subscription: SubscriptionOut
+
+
+async def _subscription_change(
+    request: Request, subscription_id: str, scope: ScopeDep, session: SessionDep
+) -> _Change:
+    form = await change_form(request, scope)  # refused before anything is looked up
+    return _Change(form, await _subscription(session, scope, subscription_id))
+
+
+# A change of the subscription a page is about: its checked form, then the subscription.
+SubscriptionChange = Annotated[_Change, Depends(_subscription_change)]
 
 
 def _may_create(scope: PortalScope) -> None:
@@ -268,8 +298,7 @@ def _form_page(
 @router.get("/subscriptions/new")
 async def new_subscription(request: Request, scope: ScopeDep) -> Response:
     _may_create(scope)
-    if scope.read_only:
-        raise PortalError(403, "Read-only", "This portal session can look but not change.")
+    refuse_read_only(scope)
     return _form_page(request, scope, SubscriptionForm())
 
 
@@ -301,9 +330,8 @@ async def create_subscription(request: Request, scope: ScopeDep, session: Sessio
 
 @router.get("/subscriptions/{subscription_id}")
 async def subscription_page(
-    request: Request, subscription_id: str, scope: ScopeDep, session: SessionDep
+    request: Request, subscription: PageSubscription, scope: ScopeDep, session: SessionDep
 ) -> Response:
-    subscription = await _subscription(session, scope, subscription_id)
     return await _subscription_page(request, scope, session, subscription)
 
 
@@ -346,11 +374,9 @@ async def _subscription_page(
 
 @router.get("/subscriptions/{subscription_id}/edit")
 async def edit_subscription(
-    request: Request, subscription_id: str, scope: ScopeDep, session: SessionDep
+    request: Request, subscription: PageSubscription, scope: ScopeDep, session: SessionDep
 ) -> Response:
-    subscription = await _subscription(session, scope, subscription_id)
-    if scope.read_only:
-        raise PortalError(403, "Read-only", "This portal session can look but not change.")
+    refuse_read_only(scope)
     form = SubscriptionForm(
         event=subscription.event,
         url=subscription.url,
@@ -362,10 +388,9 @@ async def edit_subscription(
 
 @router.post("/subscriptions/{subscription_id}/edit")
 async def update_subscription(
-    request: Request, subscription_id: str, scope: ScopeDep, session: SessionDep
+    request: Request, change: SubscriptionChange, scope: ScopeDep, session: SessionDep
 ) -> Response:
-    form = await change_form(request, scope)
-    subscription = await _subscription(session, scope, subscription_id)
+    form, subscription = change.form, change.subscription
     entered = SubscriptionForm.read(form)
     entered.event = subscription.event
     body = entered.update_body(subscription.url)
@@ -386,10 +411,9 @@ async def update_subscription(
 
 @router.post("/subscriptions/{subscription_id}/status")
 async def set_status(
-    request: Request, subscription_id: str, scope: ScopeDep, session: SessionDep
+    request: Request, change: SubscriptionChange, scope: ScopeDep, session: SessionDep
 ) -> Response:
-    form = await change_form(request, scope)
-    subscription = await _subscription(session, scope, subscription_id)
+    form, subscription = change.form, change.subscription
     wanted = text_field(form, "status")
     if wanted not in ("active", "inactive"):
         raise PortalError(422, "Not valid", "status: must be active or inactive")
@@ -401,10 +425,9 @@ async def set_status(
 
 @router.post("/subscriptions/{subscription_id}/rotate-key")
 async def rotate_key(
-    request: Request, subscription_id: str, scope: ScopeDep, session: SessionDep
+    request: Request, change: SubscriptionChange, scope: ScopeDep, session: SessionDep
 ) -> Response:
-    form = await change_form(request, scope)
-    subscription = await _subscription(session, scope, subscription_id)
+    form, subscription = change.form, change.subscription
     chosen = text_field(form, "signing_key")
     new_key = chosen or secrets.token_urlsafe(32)
     try:
@@ -422,20 +445,18 @@ async def rotate_key(
 
 @router.post("/subscriptions/{subscription_id}/test")
 async def send_test(
-    request: Request, subscription_id: str, scope: ScopeDep, session: SessionDep
+    request: Request, change: SubscriptionChange, scope: ScopeDep, session: SessionDep
 ) -> Response:
-    await change_form(request, scope)
-    subscription = await _subscription(session, scope, subscription_id)
+    subscription = change.subscription
     sent = await deliveries.send_test_event(session, workspace_of(scope), subscription.id)
     return _see_other(f"/portal/deliveries/{sent.delivery_id}")
 
 
 @router.post("/subscriptions/{subscription_id}/recover")
 async def recover(
-    request: Request, subscription_id: str, scope: ScopeDep, session: SessionDep
+    request: Request, change: SubscriptionChange, scope: ScopeDep, session: SessionDep
 ) -> Response:
-    form = await change_form(request, scope)
-    subscription = await _subscription(session, scope, subscription_id)
+    form, subscription = change.form, change.subscription
     raw = text_field(form, "since")
     if not raw:
         raise PortalError(422, "Not valid", "since: choose the time to recover from")
@@ -448,11 +469,9 @@ async def recover(
 
 @router.get("/subscriptions/{subscription_id}/delete")
 async def confirm_delete(
-    request: Request, subscription_id: str, scope: ScopeDep, session: SessionDep
+    request: Request, subscription: PageSubscription, scope: ScopeDep, session: SessionDep
 ) -> Response:
-    subscription = await _subscription(session, scope, subscription_id)
-    if scope.read_only:
-        raise PortalError(403, "Read-only", "This portal session can look but not change.")
+    refuse_read_only(scope)
     return render(
         request,
         "confirm_delete.html",
@@ -464,10 +483,9 @@ async def confirm_delete(
 
 @router.post("/subscriptions/{subscription_id}/delete")
 async def delete_subscription(
-    request: Request, subscription_id: str, scope: ScopeDep, session: SessionDep
+    request: Request, change: SubscriptionChange, scope: ScopeDep, session: SessionDep
 ) -> Response:
-    await change_form(request, scope)
-    subscription = await _subscription(session, scope, subscription_id)
+    subscription = change.subscription
     await subscriptions.delete_subscription(session, workspace_of(scope), subscription.id)
     return _see_other("/portal/subscriptions?notice=deleted")
 
@@ -496,9 +514,8 @@ def _verify_page(
 
 @router.get("/subscriptions/{subscription_id}/verify")
 async def verify(
-    request: Request, subscription_id: str, scope: ScopeDep, session: SessionDep
+    request: Request, subscription: PageSubscription, scope: ScopeDep, session: SessionDep
 ) -> Response:
-    subscription = await _subscription(session, scope, subscription_id)
     return _verify_page(request, scope, subscription)
 
 

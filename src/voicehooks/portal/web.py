@@ -216,12 +216,18 @@ def _same_origin(request: Request, settings: Settings) -> bool:
     return request.headers.get("sec-fetch-site") == "same-origin"
 
 
+def refuse_read_only(scope: PortalScope) -> None:
+    """403 for a session that may look but not change (also before a change's form is shown)."""
+    if scope.read_only:
+        raise PortalError(403, "Read-only", "This portal session can look but not change.")
+
+
 async def change_form(
     request: Request, scope: PortalScope, *, allow_read_only: bool = False
 ) -> FormData:
     """The form of a change: refused (403) for read-only sessions, other origins, bad CSRF."""
-    if scope.read_only and not allow_read_only:
-        raise PortalError(403, "Read-only", "This portal session can look but not change.")
+    if not allow_read_only:
+        refuse_read_only(scope)
     if not _same_origin(request, settings_of(request)):
         raise PortalError(403, "Not allowed", "This change did not come from a portal page.")
     try:
