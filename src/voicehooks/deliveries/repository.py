@@ -33,7 +33,7 @@ class DeliveryRepository:
         query = select(Attempt).where(Attempt.subscription_id == subscription_id)
         if execution_status is not None:
             query = query.where(Attempt.execution_status == execution_status)
-        query = newest_first(query, Attempt.created_at, Attempt.id, after, limit)
+        query = newest_first(query, (Attempt.created_at, Attempt.id), after, limit)
         return (await self.session.scalars(query)).all()
 
     async def delivery_exists(self, subscription_id: uuid.UUID, delivery_id: uuid.UUID) -> bool:
@@ -69,12 +69,13 @@ class DeliveryRepository:
         query = select(Delivery).where(Delivery.subscription_id == subscription_id)
         if state is not None:
             query = query.where(Delivery.state == state)
+        after = None
         if before is not None:
             before_sequence, created_at = before
-            query = query.where(Delivery.seq < before_sequence)
+            after = (before_sequence,)
             if created_at is not None:
                 query = query.where(Delivery.created_at <= created_at + SEQUENCE_CLOCK_SKEW)
-        query = query.order_by(Delivery.seq.desc()).limit(limit)
+        query = newest_first(query, (Delivery.seq,), after, limit)
         return (await self.session.scalars(query)).all()
 
     async def get_for_update(

@@ -12,11 +12,27 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    any_,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+    true,
+    type_coerce,
+    union_all,
+)
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from voicehooks.db.engine import session_driver_connection
+from voicehooks.db.keyset import newest, newest_first
+from voicehooks.db.models import Delivery, Event, EventKey, Subscription
 from voicehooks.page_tokens import decode_position, encode_position
 from voicehooks.portal import rollups
 
@@ -121,34 +137,66 @@ class Overview:
 
 
 _ARRAY_OF_UUIDS = ARRAY(UUID(as_uuid=True))
-_ROW_COLUMNS = """d.id, d.subscription_id, s.url AS subscription_url, d.event_id, s.event,
-    d.call_id, d.state, d.attempts, d.next_attempt_at, d.last_error, d.created_at, d.seq"""
+# A list's order: newest first, ties (one batch shares one created_at) by ingestion order.
+_ORDER = (Delivery.created_at, Delivery.seq)
 
-# The literal state lets the planner use the partial index of failed deliveries.
-_STATE_CONDITIONS = {state: f"AND d.state = '{state}'" for state in STATES}
+
+def _row_columns(deliveries: Any) -> tuple[Any, ...]:
+    """A DeliveryRow's columns, from `deliveries` (the table or a subquery of it)."""
+    d = deliveries
+    return (
+        d.id,
+        d.subscription_id,
+        Subscription.url.label("subscription_url"),
+        d.event_id,
+        Subscription.event,
+        d.call_id,
+        d.state,
+        d.attempts,
+        d.next_attempt_at,
+        d.last_error,
+        d.created_at,
+        d.seq,
+    )
 
 
 def _row(mapping: Any) -> DeliveryRow:
     return DeliveryRow(**{field: mapping[field] for field in DeliveryRow.__dataclass_fields__})
 
 
-def _range_conditions(
-    where: DeliveryFilter, cursor: DeliveryCursor | None, params: dict[str, Any]
-) -> str:
-    conditions = _STATE_CONDITIONS.get(where.state or "", "")
+def _range_conditions(where: DeliveryFilter) -> list[ColumnElement[bool]]:
+    conditions = []
+    if where.state in STATES:
+        # Inlined, not bound, so that the planner can use the partial index of failed ones.
+        conditions.append(Delivery.state == literal(where.state, literal_execute=True))
     if where.since is not None:
-        conditions += " AND d.created_at >= :since"
-        params["since"] = where.since
+        conditions.append(Delivery.created_at >= where.since)
     if where.until is not None:
-        conditions += " AND d.created_at < :until"
-        params["until"] = where.until
-    if cursor is not None:
-        # The bound on created_at alone lets the planner skip newer days' partitions.
-        conditions += (
-            " AND d.created_at <= :cursor_at AND (d.created_at, d.seq) < (:cursor_at, :cursor_seq)"
-        )
-        params["cursor_at"], params["cursor_seq"] = cursor
+        conditions.append(Delivery.created_at < where.until)
     return conditions
+
+
+def _found_by_search(workspace_id: uuid.UUID, search: str) -> Select[Any]:
+    """The ids of the deliveries a search names: of the events with that call id, client id
+    or event id (by ix_events_portal_call, event_keys, the primary key), or that delivery."""
+    try:
+        search_id: uuid.UUID | None = uuid.UUID(search)
+    except ValueError:
+        search_id = None
+    named = Event.call_id == search
+    if search_id is not None:
+        named = or_(named, Event.id == search_id)
+    events = union_all(
+        select(Event.id).where(Event.workspace_id == workspace_id, named),
+        select(EventKey.event_id).where(
+            EventKey.workspace_id == workspace_id, EventKey.client_id == search
+        ),
+    )
+    found = aliased(Delivery, name="found")
+    ids: Select[Any] = select(found.id).where(found.event_id.in_(events))
+    if search_id is not None:
+        return union_all(ids, select(literal(search_id, UUID(as_uuid=True))))  # type: ignore[return-value]
+    return ids
 
 
 class PortalRepository:
@@ -170,69 +218,54 @@ class PortalRepository:
         client event id, or an event or delivery UUID: the events found by
         ix_events_portal_call, the client id's key (event_keys) or the primary key.
         """
-        params: dict[str, Any] = {"workspace_id": workspace_id, "limit": limit}
-        conditions = _range_conditions(where, cursor, params)
-        subscription = ""
+        in_scope = [Subscription.workspace_id == workspace_id]
         if where.subscription_id is not None:
-            subscription = "AND s.id = :subscription_id"
-            params["subscription_id"] = where.subscription_id
+            in_scope.append(Subscription.id == where.subscription_id)
+        conditions = _range_conditions(where)
+        statement: Select[Any]
         if where.search:
-            params["search"] = where.search
-            try:
-                params["search_id"] = uuid.UUID(where.search)
-                by_id = "OR e.id = :search_id"
-                delivery_id = "UNION ALL SELECT CAST(:search_id AS uuid)"
-            except ValueError:
-                by_id = delivery_id = ""
             # The ids first (events by index, then their deliveries by ix_deliveries_event_id),
             # then the rows by primary key: an OR across the two would scan every delivery.
-            statement = f"""
-                SELECT {_ROW_COLUMNS}
-                FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id
-                WHERE d.id = ANY(ARRAY(
-                        SELECT found.id FROM deliveries found
-                        WHERE found.event_id IN (
-                            SELECT e.id FROM events e
-                            WHERE e.workspace_id = :workspace_id
-                              AND (e.call_id = :search {by_id})
-                            UNION ALL
-                            SELECT k.event_id FROM event_keys k
-                            WHERE k.workspace_id = :workspace_id AND k.client_id = :search)
-                        {delivery_id}))
-                  AND s.workspace_id = :workspace_id {subscription}
-                  {conditions}
-                ORDER BY d.created_at DESC, d.seq DESC
-                LIMIT :limit
-            """  # noqa: S608 - only fixed fragments are formatted in; values are bound
+            named = func.array(_found_by_search(workspace_id, where.search).scalar_subquery())
+            statement = select(*_row_columns(Delivery)).join(
+                Subscription, Subscription.id == Delivery.subscription_id
+            )
+            statement = newest_first(
+                statement.where(
+                    Delivery.id == any_(type_coerce(named, _ARRAY_OF_UUIDS)), *in_scope, *conditions
+                ),
+                _ORDER,
+                cursor,
+                limit,
+            )
         else:
-            statement = f"""
-                SELECT {_ROW_COLUMNS}
-                FROM subscriptions s
-                CROSS JOIN LATERAL (
-                    SELECT * FROM deliveries d
-                    WHERE d.subscription_id = s.id {conditions}
-                    ORDER BY d.created_at DESC, d.seq DESC
-                    LIMIT :limit
-                ) d
-                WHERE s.workspace_id = :workspace_id {subscription}
-                ORDER BY d.created_at DESC, d.seq DESC
-                LIMIT :limit
-            """  # noqa: S608 - only fixed fragments are formatted in; values are bound
-        result = await self.session.execute(text(statement), params)
+            each = newest_first(
+                select(Delivery).where(Delivery.subscription_id == Subscription.id, *conditions),
+                _ORDER,
+                cursor,
+                limit,
+            ).lateral("d")
+            statement = (
+                select(*_row_columns(each.c))
+                .select_from(Subscription)
+                .join(each, true())
+                .where(*in_scope)
+                .order_by(*newest((each.c.created_at, each.c.seq)))
+                .limit(limit)
+            )
+        result = await self.session.execute(statement)
         return [_row(row) for row in result.mappings()]
 
     async def delivery(
         self, workspace_id: uuid.UUID, delivery_id: uuid.UUID
     ) -> DeliveryDetail | None:
         result = await self.session.execute(
-            text(f"""
-                SELECT {_ROW_COLUMNS}, e.client_id, e.occurred_at, e.body
-                FROM deliveries d
-                JOIN subscriptions s ON s.id = d.subscription_id
-                JOIN events e ON e.id = d.event_id AND e.created_at = d.created_at
-                WHERE d.id = :delivery_id AND s.workspace_id = :workspace_id
-            """),  # noqa: S608 - a fixed list of columns
-            {"delivery_id": delivery_id, "workspace_id": workspace_id},
+            select(*_row_columns(Delivery), Event.client_id, Event.occurred_at, Event.body)
+            .join(Subscription, Subscription.id == Delivery.subscription_id)
+            .join(
+                Event, and_(Event.id == Delivery.event_id, Event.created_at == Delivery.created_at)
+            )
+            .where(Delivery.id == delivery_id, Subscription.workspace_id == workspace_id)
         )
         row = result.mappings().first()
         if row is None:

@@ -48,7 +48,7 @@ class SubscriptionRepository:
             query = query.where(Subscription.event == event)
         if status is not None:
             query = query.where(Subscription.status == status)
-        query = newest_first(query, Subscription.created_at, Subscription.id, after, limit)
+        query = newest_first(query, (Subscription.created_at, Subscription.id), after, limit)
         return (await self.session.scalars(query)).all()
 
     async def lock_filter_group(self, workspace_id: uuid.UUID, event: str) -> None:
