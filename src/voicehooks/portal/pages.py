@@ -462,6 +462,7 @@ async def recover(
         raise PortalError(422, "Not valid", "since: choose the time to recover from")
     since = _parse_time(raw, text_field(form, "since_offset"), "since")
     done = await deliveries.recover_failed(session, workspace_of(scope), subscription.id, since)
+    await PortalRepository(session).forget_hours(subscription.id, since)
     return _see_other(
         f"/portal/subscriptions/{subscription.id}?notice=recovered&count={done.requeued}"
     )
@@ -675,6 +676,10 @@ async def retry(
     detail = await _delivery(session, scope, delivery_id)
     await deliveries.retry_delivery(
         session, workspace_of(scope), detail.delivery.subscription_id, detail.delivery.id
+    )
+    created_at = detail.delivery.created_at
+    await PortalRepository(session).forget_hours(
+        detail.delivery.subscription_id, created_at, created_at
     )
     return _see_other(f"/portal/deliveries/{detail.delivery.id}?notice=retried")
 

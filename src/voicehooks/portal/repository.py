@@ -285,6 +285,13 @@ class PortalRepository:
         )
         return [AttemptRow(**row) for row in result.mappings()]
 
+    async def forget_hours(
+        self, subscription_id: uuid.UUID, since: datetime, until: datetime | None = None
+    ) -> None:
+        """After a retry or a recover: the hours it reopened are counted on the next page."""
+        connection = await session_driver_connection(self.session)
+        await rollups.forget(connection, subscription_id, since, until)
+
     async def overview(
         self, workspace_id: uuid.UUID, subscription_id: uuid.UUID | None, now: datetime
     ) -> Overview:

@@ -1,11 +1,16 @@
 """Hourly figures per subscription for the overview and the success rates: one row per hour.
 
-Counting a busy workspace's day from its deliveries reads every one of them (a million rows
-is over a second). So each closed hour is counted once into `delivery_hours` and read from
-there; a row older than REFRESH_AFTER is counted again when a page needs it (a retry can
-still move an old delivery from pending to failed), and the current hour is always counted
-live. The portal is the only writer of the table; it is a cache of what `deliveries` and
-`attempts` say, and can be emptied at any time.
+Counting a busy workspace's day from its deliveries reads every one of them (a million rows is
+over a second). So each closed hour is counted once into `delivery_hours` and read from there,
+and the current hour is always counted live. A stored hour can still change: its pending
+deliveries end, and a retry or recover reopens finished ones. So a row is counted again once it
+is older than REFRESH_AFTER while it had pending deliveries, or older than
+SETTLED_REFRESH_AFTER when it had none; a page counts such hours again up to RECOUNT_BUDGET
+deliveries (at least one hour; those with pending deliveries first, then the longest
+unrefreshed) and shows the others as stored, so that no page pays for a whole day again. Retry
+and recover through the portal forget the hours they reopen (`forget`), so those show at once.
+The portal is the only writer of the table; it is a cache of what `deliveries` and `attempts`
+say, and can be emptied at any time.
 
 Attempt latency is kept as a histogram (counts per duration bucket), so that the hours of
 several subscriptions add up; percentiles are read off it, interpolated within a bucket.
@@ -14,7 +19,7 @@ several subscriptions add up; percentiles are read off it, interpolated within a
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
@@ -25,6 +30,9 @@ LATENCY_BOUNDS_MS = (
 )  # fmt: skip
 BUCKETS = len(LATENCY_BOUNDS_MS) + 1
 REFRESH_AFTER = timedelta(seconds=60)
+SETTLED_REFRESH_AFTER = timedelta(hours=1)
+# Deliveries a page may read to count stored hours again (about 20 ms of counting).
+RECOUNT_BUDGET = 20_000
 HOUR = timedelta(hours=1)
 
 
@@ -122,25 +130,41 @@ async def hourly_figures(
     ids = list(subscriptions)
     current = now.replace(minute=0, second=0, microsecond=0)
     figures: Figures = {}
-    fresh: set[tuple[uuid.UUID, datetime]] = set()
+    # Stored rows due to be counted again: those with pending deliveries first, then the
+    # longest unrefreshed, then the latest hours (their deliveries are the likeliest to move).
+    aged: list[tuple[bool, datetime, float, tuple[uuid.UUID, datetime], int]] = []
     for row in await connection.fetch(_READ, ids, start, current):
         key = (row["subscription_id"], row["hour"])
         figures[key] = HourFigures(
             row["succeeded"], row["failed"], row["pending"], list(row["latency"])
         )
-        if row["refreshed_at"] >= now - REFRESH_AFTER:
-            fresh.add(key)
-    closed = _hours(start, current)
-    stale = [(sid, hour) for sid in ids for hour in closed if (sid, hour) not in fresh]
-    if stale:
-        stale_ids = sorted({sid for sid, _ in stale})
-        first, last = min(hour for _, hour in stale), max(hour for _, hour in stale)
-        counted = await _count(connection, stale_ids, first, last + HOUR)
-        rows = []
-        for sid, hour in stale:
-            figures[(sid, hour)] = counted.get((sid, hour), HourFigures())
-            f = figures[(sid, hour)]
+        # No pending deliveries, and counted once the hour's last transactions had committed.
+        settled = not row["pending"] and row["refreshed_at"] >= key[1] + HOUR + REFRESH_AFTER
+        if row["refreshed_at"] < now - (SETTLED_REFRESH_AFTER if settled else REFRESH_AFTER):
+            size = row["succeeded"] + row["failed"] + row["pending"]
+            aged.append((settled, row["refreshed_at"], -key[1].timestamp(), key, size))
+    missing = [(sid, hour) for sid in ids for hour in _hours(start, current)]
+    missing = [key for key in missing if key not in figures]
+    recount: list[tuple[uuid.UUID, datetime]] = []
+    budget = RECOUNT_BUDGET
+    for *_, key, size in sorted(aged):
+        if recount and size > budget:
+            break
+        recount.append(key)
+        budget -= size
+    # The missing hours in one count (they follow each other: a first visit, the hours since
+    # the last one, or those a recover forgot), each aged one alone: it may be anywhere.
+    groups = [missing] if missing else []
+    groups += [[key] for key in recount]
+    rows = []
+    for group in groups:
+        group_ids = sorted({sid for sid, _ in group})
+        first, last = min(hour for _, hour in group), max(hour for _, hour in group)
+        counted = await _count(connection, group_ids, first, last + HOUR)
+        for sid, hour in group:
+            f = figures[(sid, hour)] = counted.get((sid, hour), HourFigures())
             rows.append((sid, hour, f.succeeded, f.failed, f.pending, f.latency))
+    if rows:
         await connection.executemany(_STORE, rows)
     figures.update(await _count(connection, ids, current, current + HOUR))
     return figures
@@ -152,3 +176,25 @@ def _hours(start: datetime, end: datetime) -> Iterable[datetime]:
         hours.append(start)
         start += HOUR
     return hours
+
+
+async def forget(
+    connection: asyncpg.Connection,
+    subscription_id: uuid.UUID,
+    since: datetime,
+    until: datetime | None = None,
+) -> None:
+    """Forget the subscription's stored hours from the one holding `since` on (to the one
+    holding `until`): a retry or a recover reopened deliveries of them, and the next page
+    counts them again."""
+    await connection.execute(
+        "DELETE FROM delivery_hours WHERE subscription_id = $1 AND hour >= $2"
+        " AND ($3::timestamptz IS NULL OR hour <= $3)",
+        subscription_id,
+        _hour_of(since),
+        None if until is None else _hour_of(until),
+    )
+
+
+def _hour_of(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
