@@ -31,8 +31,8 @@ LATENCY_BOUNDS_MS = (
 BUCKETS = len(LATENCY_BOUNDS_MS) + 1
 REFRESH_AFTER = timedelta(seconds=60)
 SETTLED_REFRESH_AFTER = timedelta(hours=1)
-# Deliveries a page may read to count stored hours again (about 20 ms of counting).
-RECOUNT_BUDGET = 20_000
+# Deliveries a page may read to count stored hours again (about 10 ms of counting).
+RECOUNT_BUDGET = 10_000
 HOUR = timedelta(hours=1)
 
 
