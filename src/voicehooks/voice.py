@@ -31,10 +31,6 @@ EventName = Literal["voice.inbound", "voice.outbound"]
 EVENTS: tuple[str, ...] = tuple(CALL_STATUSES)
 
 
-def is_valid_status(event: str, status: str) -> bool:
-    return status in CALL_STATUSES.get(event, ())
-
-
 # Whole calls as the voice platform reports them, by how they end (`voicehooks trigger --call`):
 # an inbound call starts, rings and is answered, or is not; an outbound one is first accepted.
 CALL_LIFE_CYCLES: dict[str, dict[str, tuple[str, ...]]] = {

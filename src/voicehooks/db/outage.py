@@ -86,10 +86,6 @@ class OutageLog:
         self._log = structlog.get_logger("voicehooks.database")
         self._down_since: float | None = None
 
-    @property
-    def down(self) -> bool:
-        return self._down_since is not None
-
     def failed(self, error: BaseException) -> None:
         if self._down_since is None:
             self._down_since = time.monotonic()
