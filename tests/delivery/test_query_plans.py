@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
-from voicehooks.queue.claim import CLAIM_SQL, claim
+from voicehooks.db import partitions
+from voicehooks.queue.claim import CLAIM_SQL, HISTORY_SQL, claim
 from voicehooks.queue.results import RECORD_SQL
 
 ROWS = 100_000
@@ -306,4 +307,26 @@ async def test_recording_a_batch_reads_a_few_pages_per_attempt_whatever_the_stat
         [d.id for n, d in enumerate(claimed) if n % 2],
     )
     assert finished == CLAIM // 2  # the statement did its work (the test's transaction undoes it)
+    _assert_reads_a_few_pages(plan)
+
+
+async def test_the_claimed_deliveries_history_is_read_from_their_own_days_alone(
+    queue_fill: asyncpg.Connection,
+) -> None:
+    """Deliveries and events are in day partitions: the claim's history lookup names the days
+    of what it claimed, so the other days' partitions are not even planned for."""
+    db = queue_fill
+    healthy, dead = await _subscriptions(db)
+    await _fill_with_statistics(
+        db, AFTER_THE_FILL, healthy, lambda: _half_and_half(db, healthy, dead)
+    )
+    claimed = await claim(db, limit=CLAIM, host_free={}, per_host=CLAIM, lease_seconds=30)
+    assert len(claimed) == CLAIM
+    ids = _array([d.id for d in claimed], "uuid")
+    days = _array(sorted({d.created_at.isoformat() for d in claimed}), "timestamptz")
+    plan = await _executed_plan(db, HISTORY_SQL, f"{ids}, {days}")
+    assert int(plan["Actual Rows"]) == CLAIM  # type: ignore[call-overload]
+    day = claimed[0].created_at.astimezone(UTC).date()
+    read = {str(node["Relation Name"]) for node in _nodes(plan) if "Relation Name" in node}
+    assert read == {partitions.partition_name(table, day) for table in ("deliveries", "events")}
     _assert_reads_a_few_pages(plan)
