@@ -377,13 +377,18 @@ class Dispatcher:
 
     @staticmethod
     def _count(batch: list[AttemptRecord], disabled: list[tuple[uuid.UUID, str]]) -> None:
-        outcomes: Counter[str] = Counter()
+        # Counted per (outcome, status) first, then one increment each, not one per attempt:
+        # the same sums for a fraction of the work.
+        kinds: Counter[tuple[str, str]] = Counter()
         for record in batch:
-            outcomes[record.outcome] += 1
-            counters.increment(ATTEMPTS, outcome=record.execution_status)
+            kinds[(record.outcome, record.execution_status)] += 1
             counters.observe_duration(record.duration_ms / 1000)
-            if record.outcome != Verdict.RETRY:
-                counters.increment(DELIVERIES_FINISHED, state=record.outcome)
+        outcomes: Counter[str] = Counter()
+        for (outcome, execution_status), count in kinds.items():
+            outcomes[outcome] += count
+            counters.increment(ATTEMPTS, count, outcome=execution_status)
+            if outcome != Verdict.RETRY:
+                counters.increment(DELIVERIES_FINISHED, count, state=outcome)
         log.info(
             "attempts_recorded",
             attempts=len(batch),

@@ -5,13 +5,13 @@ is still the sender's, a retry stays queued with its new due time, and a final o
 the delivery out of the queue and makes the next delivery of its call, if one waits, the head.
 """
 
-import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
+import orjson
 
 from voicehooks.db.engine import rows_affected
 from voicehooks.queue.claim import ClaimedDelivery
@@ -116,7 +116,11 @@ async def record(connection: asyncpg.Connection, records: Sequence[AttemptRecord
         [r.response_body for r in records],
         [r.started_at for r in records],
         [r.execution_status for r in records],
-        [None if r.request_headers is None else json.dumps(r.request_headers) for r in records],
+        # orjson: a tenth of json.dumps' time, paid per attempt; jsonb keeps the same value.
+        [
+            None if r.request_headers is None else orjson.dumps(r.request_headers).decode()
+            for r in records
+        ],
         [r.delivery.created_at for r in records],
     )
     return rows_affected(status)
