@@ -11,13 +11,12 @@ from typing import Any
 from voicehooks.errors import FieldError, InvalidInput
 from voicehooks.ingestion.repository import (
     Candidate,
+    EventColumns,
     IngestionRepository,
     MatchKey,
-    NewEvent,
 )
 from voicehooks.ingestion.schemas import EventIn, IngestResult
 from voicehooks.observability.metrics import EVENTS_INGESTED, counters
-from voicehooks.queue.enqueue import NewDelivery, enqueue
 from voicehooks.voice import CALL_STATUSES, SERVICE
 
 MAX_CALL_ID_LENGTH = 255
@@ -117,31 +116,27 @@ def validate_events(events: Sequence[EventIn], *, batch: bool) -> list[CallFacts
 
 @dataclass(slots=True)
 class _Item:
-    """One event of the transaction as `store` takes it through: its facts, its new row (or
-    the earlier item it repeats), its subscriptions, its result."""
+    """One event of the transaction as `store` takes it through: the earlier item it repeats
+    (a client id seen before in the transaction), its deliveries, its stored id."""
 
     event: EventIn
-    facts: CallFacts
     repeats: "_Item | None" = None
-    row: NewEvent | None = None
-    subscriptions: list[uuid.UUID] = dataclasses.field(default_factory=list)
-
-    @property
-    def key(self) -> MatchKey:
-        return MatchKey(self.event.workspace_id, self.event.event, self.facts.channel_id)
+    deliveries: int = 0
+    id: uuid.UUID | None = None
+    stored: bool = False
 
 
-def _items(events: Sequence[EventIn], facts: Sequence[CallFacts]) -> list[_Item]:
+def _items(events: Sequence[EventIn]) -> list[_Item]:
     """Per-item records; a repeated client id points at its first occurrence (also one of
     another request in the same transaction)."""
     items: list[_Item] = []
     first: dict[tuple[uuid.UUID, str], _Item] = {}
-    for event, fact in zip(events, facts, strict=True):
-        item = _Item(event, fact)
+    for event in events:
+        item = _Item(event)
         if event.id is not None:
-            item.repeats = first.setdefault((event.workspace_id, event.id), item)
-            if item.repeats is item:
-                item.repeats = None
+            original = first.setdefault((event.workspace_id, event.id), item)
+            if original is not item:
+                item.repeats = original
         items.append(item)
     return items
 
@@ -153,62 +148,66 @@ async def store(
     in the caller's transaction; one result per event, in order. The events may come from
     several requests (the ingest writer's shared transaction): each statement covers them all.
     """
-    items = _items(events, facts)
-    fresh = [item for item in items if item.repeats is None]
-    candidates: dict[MatchKey, list[Candidate]] = {}
-    for candidate in await repository.candidates(list({item.key: None for item in fresh})):
-        candidates.setdefault(candidate.key, []).append(candidate)
-    for item in fresh:
-        item.subscriptions = [
-            c.subscription_id
-            for c in candidates.get(item.key, [])
-            if _matches(c, item.facts.status)
-        ]
-        item.row = NewEvent(
-            id=uuid.uuid4(),
-            workspace_id=item.event.workspace_id,
-            client_id=item.event.id,
-            event=item.event.event,
-            call_id=item.facts.call_id,
-            body=item.facts.body,
-            delivery_count=len(item.subscriptions),
-            occurred_at=item.event.occurred_at,
-        )
+    items = _items(events)
+    fresh = [(item, fact) for item, fact in zip(items, facts, strict=True) if item.repeats is None]
+    keys = {(item.event.workspace_id, item.event.event, fact.channel_id) for item, fact in fresh}
+    candidates: dict[tuple[uuid.UUID, str, uuid.UUID], list[Candidate]] = {}
+    for candidate in await repository.candidates([MatchKey(*key) for key in keys]):
+        key = candidate.key
+        candidates.setdefault((key.workspace_id, key.event, key.channel_id), []).append(candidate)
 
-    inserted = await repository.insert_events([item.row for item in fresh if item.row])
-    await enqueue(
-        await repository.connection(),
-        [
-            NewDelivery(uuid.uuid4(), item.row.id, subscription_id, item.row.call_id)
-            for item in fresh
-            if item.row and item.row.id in inserted
-            for subscription_id in item.subscriptions
-        ],
-    )
+    # Column by column, as the statement takes them: no per-row objects on the way.
+    columns: EventColumns = ([], [], [], [], [], [], [])
+    workspaces, client_ids, names, call_ids, bodies, counts, occurred = columns
+    positions: list[int] = []
+    subscriptions: list[uuid.UUID] = []
+    for position, (item, fact) in enumerate(fresh, 1):
+        event = item.event
+        matched = [
+            c.subscription_id
+            for c in candidates.get((event.workspace_id, event.event, fact.channel_id), ())
+            if _matches(c, fact.status)
+        ]
+        item.deliveries = len(matched)
+        positions.extend([position] * len(matched))
+        subscriptions.extend(matched)
+        workspaces.append(event.workspace_id)
+        client_ids.append(event.id)
+        names.append(event.event)
+        call_ids.append(fact.call_id)
+        bodies.append(fact.body)
+        counts.append(len(matched))
+        occurred.append(event.occurred_at)
+    stored = await repository.store(columns, (positions, subscriptions)) if fresh else []
+    for (item, _), (event_id, inserted) in zip(fresh, stored, strict=True):
+        item.id, item.stored = event_id, inserted
+
     # Client ids stored by an earlier transaction: their events are the originals.
     earlier = (
         await repository.stored_events(
-            [(item.event.workspace_id, item.event.id) for item in fresh if item.event.id]
+            [
+                (item.event.workspace_id, item.event.id)
+                for item, _ in fresh
+                if item.event.id is not None and not item.stored
+            ]
         )
-        if len(inserted) < len(fresh)
+        if not all(item.stored for item, _ in fresh)
         else {}
     )
 
     results: list[IngestResult] = []
     for item in items:
         original = item.repeats or item
-        assert original.row is not None
-        if original.row.id in inserted:
+        if original.stored:
+            assert original.id is not None
             duplicate = original is not item
             results.append(
-                IngestResult(
-                    id=original.row.id, deliveries=original.row.delivery_count, duplicate=duplicate
-                )
+                IngestResult(id=original.id, deliveries=original.deliveries, duplicate=duplicate)
             )
             if not duplicate:
                 counters.increment(EVENTS_INGESTED, event=item.event.event)
             continue
         assert item.event.id is not None  # only events with a client id can be duplicates
-        stored = earlier[(item.event.workspace_id, item.event.id)]
-        results.append(IngestResult(id=stored.id, deliveries=stored.delivery_count, duplicate=True))
+        found = earlier[(item.event.workspace_id, item.event.id)]
+        results.append(IngestResult(id=found.id, deliveries=found.delivery_count, duplicate=True))
     return results
