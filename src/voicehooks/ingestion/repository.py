@@ -105,7 +105,7 @@ _INSERT_EVENTS = """
 # id is new (as _INSERT_EVENTS), and for those their deliveries, given as pairs (position of
 # the event in the arrays, subscription), stored and queued by the queue's DELIVER. Ids are
 # drawn by the database: the API would otherwise make and send two UUIDs per event. Returns
-# each event's id and whether it was stored, in the order given.
+# the events' ids and whether each was stored, in the order given.
 STORE_SQL = f"""
     WITH e AS (
         SELECT gen_random_uuid() AS id, e.*
@@ -137,7 +137,10 @@ STORE_SQL = f"""
         JOIN e ON e.position = d.event_position
         JOIN stored ON stored.id = e.id
     ), {enqueue.DELIVER}
-    SELECT e.id, e.id IN (SELECT id FROM stored) FROM e ORDER BY e.position
+    -- Two arrays in one row: cheaper to decode than a row per event.
+    SELECT array_agg(e.id ORDER BY e.position),
+           array_agg(e.id IN (SELECT id FROM stored) ORDER BY e.position)
+    FROM e
 """  # noqa: S608 -- composed of constants
 
 # By the key, then the event by its partition key (the key's created_at is the event's).
@@ -200,15 +203,15 @@ class IngestionRepository:
 
     async def store(
         self, events: "EventColumns", deliveries: "DeliveryColumns"
-    ) -> list[tuple[uuid.UUID, bool]]:
+    ) -> tuple[list[uuid.UUID], list[bool]]:
         """Insert the events whose client id is new and the deliveries of those (STORE_SQL);
-        (id, stored) of each event, in order. Wakes the dispatchers on commit when there are
-        deliveries."""
+        the events' ids and whether each was stored, in order. Wakes the dispatchers on
+        commit when a stored event has deliveries."""
         connection = await self.connection()
-        rows = await connection.fetch(STORE_SQL, *events, *deliveries)
-        if any(rows[position - 1][1] for position in deliveries[0]):
+        ids, stored = await connection.fetchrow(STORE_SQL, *events, *deliveries)
+        if any(stored[position - 1] for position in deliveries[0]):
             await wake_dispatchers(connection)
-        return [(row[0], row[1]) for row in rows]
+        return ids, stored
 
     async def stored_events(
         self, keys: Sequence[tuple[uuid.UUID, str]]
