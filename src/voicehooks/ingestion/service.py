@@ -35,6 +35,8 @@ def _storable_text(value: str) -> bool:
     """Postgres text holds no NUL, and UTF-8 has no lone surrogates (JSON can carry both)."""
     if "\x00" in value:
         return False
+    if value.isascii():  # the usual case, without encoding a copy
+        return True
     try:
         value.encode()
     except UnicodeEncodeError:
