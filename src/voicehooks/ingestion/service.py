@@ -1,6 +1,6 @@
 """Ingestion: validate call events, match subscriptions, store event + deliveries atomically."""
 
-import contextlib
+import functools
 import json
 import uuid
 from collections.abc import Sequence
@@ -44,6 +44,16 @@ def _storable_text(value: str) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=4096)
+def _channel_uuid(text: str) -> uuid.UUID | None:
+    """The channel id as a UUID, None if it is none. Cached: the events of a batch mostly
+    share their channels, and uuid.UUID() parses in Python (a microsecond per event)."""
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        return None
+
+
 def call_facts(
     event: str, payload: dict[str, Any], field: str
 ) -> tuple[CallFacts | None, list[FieldError]]:
@@ -60,10 +70,7 @@ def call_facts(
             FieldError(field=f"{field}.id", message="required: the call id, 1–255 characters")
         )
     channel_raw = payload.get("channelId")
-    channel_id = None
-    if isinstance(channel_raw, str):
-        with contextlib.suppress(ValueError):
-            channel_id = uuid.UUID(channel_raw)
+    channel_id = _channel_uuid(channel_raw) if isinstance(channel_raw, str) else None
     if channel_id is None:
         errors.append(FieldError(field=f"{field}.channelId", message="required: a UUID"))
     status = payload.get("status")
