@@ -12,8 +12,12 @@ every event matches:
 4. unnest limit  2 asyncpg connections, each committing the same 500 events + 500
                  deliveries per transaction with two `unnest` inserts: what set-based SQL
                  of this database does with those rows.
+5. all tables    the same, with every row the service writes for those events: also their
+                 idempotency keys (event_keys) and queue rows (delivery_queue), the first
+                 delivery of each call due, the others waiting. Informational (no floor).
 
-Ratios: single / commit limit, batch / unnest limit. See bench/README.md.
+Ratios: single / commit limit, batch / unnest limit (and / all-tables limit). CPU per event
+of api and postgres for the batch and limit phases. See bench/README.md.
 
     python bench/ingestion.py [--runs N] [--duration S] [--clients C] [--profile]
 """
@@ -150,6 +154,15 @@ async def for_duration(
 
 def _rate(events: int, seconds: float) -> float:
     return round(events / seconds, 1) if seconds else 0.0
+
+
+def _cpu_per_event(cpu: dict[str, Any], events: int, seconds: float) -> dict[str, float]:
+    """µs of CPU per event of each part (api, postgres, bench). The CPU window includes the
+    warm-up, so CPU is divided by every event of the window (the measured rate × its wall)."""
+    all_events = events * (cpu["wall_s"] / seconds) if seconds else 0
+    if not all_events:
+        return {}
+    return {name: round(1e6 * used / all_events, 1) for name, used in cpu["cpu_s"].items()}
 
 
 async def single_phase(args: argparse.Namespace, api: Api, run: int) -> dict[str, Any]:
@@ -309,44 +322,93 @@ async def batch_phase(args: argparse.Namespace, api: Api, run: int) -> dict[str,
                 args.batch_concurrency, args.warmup, args.duration, step
             )
             after = await meter.snapshot()
+    cpu = meter.diff(before, after)
     return {
         "events_per_s": _rate(events, seconds),
         "events": events,
-        "cpu": meter.diff(before, after),
+        "cpu": cpu,
+        "cpu_us_per_event": _cpu_per_event(cpu, events, seconds),
         **({"profile": profile} if profile else {}),
     }
 
 
+# The rows a correct service writes beyond events and deliveries: each event's idempotency
+# key (the bench's events all carry a client id) and each pending delivery's queue row (the
+# first of its call due, the others waiting behind it, as voicehooks.queue keeps them).
+_UNNEST_KEYS = """
+    INSERT INTO event_keys (workspace_id, client_id, event_id, created_at)
+    SELECT k.workspace_id, k.client_id, k.event_id, now()
+    FROM unnest($1::uuid[], $2::text[], $3::uuid[]) AS k(workspace_id, client_id, event_id)
+"""
+
+_UNNEST_QUEUED_DELIVERIES = """
+    WITH d AS (
+        INSERT INTO deliveries (id, event_id, subscription_id, call_id, next_attempt_at)
+        SELECT d.id, d.event_id, d.subscription_id, d.call_id, CASE WHEN d.head THEN now() END
+        FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::bool[])
+             AS d(id, event_id, subscription_id, call_id, head)
+        RETURNING id, created_at, subscription_id, call_id, seq, next_attempt_at
+    )
+    INSERT INTO delivery_queue (delivery_id, delivery_created_at, subscription_id, call_id,
+                                target_host, seq, due_at)
+    SELECT d.id, d.created_at, d.subscription_id, d.call_id, $6, d.seq, d.next_attempt_at
+    FROM d
+"""
+
+
 async def unnest_limit_phase(
-    args: argparse.Namespace, api: Api, subscription: str, run: int
+    args: argparse.Namespace, api: Api, subscription: str, run: int, *, all_tables: bool = False
 ) -> dict[str, Any]:
     ws = api.tenancy["workspaceId"]
+    tag = "a" if all_tables else "u"
     connections = [
         await asyncpg.connect(api.dsn, timeout=10) for _ in range(args.batch_concurrency)
     ]
+    meter = CpuMeter(args.admin_dsn, api.database, {"api": api.pid})
     try:
+        target_host = await connections[0].fetchval(
+            "SELECT target_host FROM subscriptions WHERE id = $1", uuid.UUID(subscription)
+        )
 
         async def step(worker: int, n: int) -> int:
+            prefix = f"{tag}{run}-{worker}-{n}"
             items = [
-                event_item(ws, f"u{run}-{worker}-{n}-{i}", f"u{run}-{worker}-{n}-{i // 4}", s)
+                event_item(ws, f"{prefix}-{i}", f"{prefix}-{i // 4}", s)
                 for i, s in zip(range(args.batch), STATUSES * args.batch, strict=False)
             ]
             columns = _limit_rows(ws, subscription, items)
             connection = connections[worker]
             async with connection.transaction():
                 await connection.execute(_UNNEST_EVENTS, *columns[:8])
+                if not all_tables:
+                    await connection.execute(
+                        _UNNEST_DELIVERIES, columns[8], columns[0], columns[9], columns[4]
+                    )
+                    return len(items)
+                await connection.execute(_UNNEST_KEYS, columns[1], columns[2], columns[0])
+                # Calls are new in each batch: the first event of a call (i % 4 == 0) is due.
+                heads = [i % len(STATUSES) == 0 for i in range(len(items))]
                 await connection.execute(
-                    _UNNEST_DELIVERIES, columns[8], columns[0], columns[9], columns[4]
+                    _UNNEST_QUEUED_DELIVERIES,
+                    *(columns[8], columns[0], columns[9], columns[4], heads, target_host),
                 )
             return len(items)
 
+        before = await meter.snapshot()
         events, seconds = await for_duration(
             args.batch_concurrency, args.warmup, args.duration, step
         )
+        after = await meter.snapshot()
     finally:
         for connection in connections:
             await connection.close()
-    return {"events_per_s": _rate(events, seconds), "events": events}
+    cpu = meter.diff(before, after)
+    return {
+        "events_per_s": _rate(events, seconds),
+        "events": events,
+        "cpu": cpu,
+        "cpu_us_per_event": _cpu_per_event(cpu, events, seconds),
+    }
 
 
 async def one_run(args: argparse.Namespace, run: int) -> dict[str, Any]:
@@ -362,6 +424,8 @@ async def one_run(args: argparse.Namespace, run: int) -> dict[str, Any]:
         batch = await batch_phase(args, api, run)
         log(f"run {run}: unnest inserts of {args.batch}, {args.batch_concurrency} connections")
         unnest_limit = await unnest_limit_phase(args, api, subscription, run)
+        log(f"run {run}: unnest inserts of {args.batch} into every table the service writes")
+        all_tables_limit = await unnest_limit_phase(args, api, subscription, run, all_tables=True)
     finally:
         await api.stop()
     result = {
@@ -371,6 +435,10 @@ async def one_run(args: argparse.Namespace, run: int) -> dict[str, Any]:
         "batch": batch,
         "unnest_limit": unnest_limit,
         "batch_ratio": round(batch["events_per_s"] / unnest_limit["events_per_s"], 3),
+        "all_tables_limit": all_tables_limit,
+        "batch_ratio_all_tables": round(
+            batch["events_per_s"] / all_tables_limit["events_per_s"], 3
+        ),
     }
     log(
         f"run {run}: single {single['events_per_s']}/s "
@@ -414,19 +482,35 @@ def print_summary(results: dict[str, Any], path: Path | None) -> None:
         ("batch events/s (500/batch)", [r["batch"]["events_per_s"] for r in runs]),
         ("unnest insert limit events/s", [r["unnest_limit"]["events_per_s"] for r in runs]),
         ("  ratio batch / limit", [r["batch_ratio"] for r in runs]),
+        ("all-tables unnest limit events/s", [r["all_tables_limit"]["events_per_s"] for r in runs]),
+        ("  ratio batch / all-tables limit", [r["batch_ratio_all_tables"] for r in runs]),
     ]
+    for phase, label in (
+        ("batch", "batch"),
+        ("unnest_limit", "unnest limit"),
+        ("all_tables_limit", "all-tables limit"),
+    ):
+        for part in ("api", "postgres", "bench"):
+            if phase != "batch" and part == "api":
+                continue  # idle in the limit phases
+            rows.append(
+                (
+                    f"  {label} {part} CPU µs/event",
+                    [r[phase].get("cpu_us_per_event", {}).get(part, 0.0) for r in runs],
+                )
+            )
     print(f"\ncode {results['code'].get('commit')}  postgres {results['postgres']}")
     print(
-        f"{'':34}" + "".join(f"{'run ' + str(i + 1):>10}" for i in range(len(runs))) + "   min–max"
+        f"{'':42}" + "".join(f"{'run ' + str(i + 1):>10}" for i in range(len(runs))) + "   min–max"
     )
     for label, values in rows:
-        print(f"{label:34}" + "".join(f"{v:>10,.3g}" for v in values) + f"   {_spread(values)}")
+        print(f"{label:42}" + "".join(f"{v:>10,.3g}" for v in values) + f"   {_spread(values)}")
     for i, r in enumerate(runs):
-        for phase in ("single", "batch"):
+        for phase in ("single", "batch", "unnest_limit", "all_tables_limit"):
             cpu = r[phase]["cpu"]
             note = " (DISTURBED)" if cpu.get("disturbed") else ""
             print(
-                f"run {i + 1} {phase:6} cpu s {cpu['cpu_s']} in {cpu['wall_s']} s wall, "
+                f"run {i + 1} {phase:16} cpu s {cpu['cpu_s']} in {cpu['wall_s']} s wall, "
                 f"machine busy {cpu.get('machine_busy_pct')}%, "
                 f"others {cpu['other_processes_cpu_s']} {cpu['other_processes_top']}{note}"
             )

@@ -189,12 +189,6 @@ class Delivery(Base):
             "seq",
             postgresql_where=text("state = 'pending'"),
         ),
-        # Deliveries waiting for an earlier one of their call (no due time yet).
-        Index(
-            "ix_deliveries_waiting",
-            "seq",
-            postgresql_where=text("state = 'pending' AND next_attempt_at IS NULL"),
-        ),
         Index("ix_deliveries_listing", "subscription_id", "seq"),
         # The portal's pages (migration 0003): newest first and by time, with the state.
         Index(
@@ -227,7 +221,7 @@ class Delivery(Base):
     state: Mapped[str] = mapped_column(server_default="pending")
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")
     # When the next attempt is due, as customers see it; null while the delivery waits for an
-    # earlier delivery of the same call (it has no row in delivery_queue), and once it is final.
+    # earlier delivery of the same call (its queue row has no due time), and once it is final.
     next_attempt_at: Mapped[datetime | None]
     # Null: the retry schedule decides. A number: final after that many (retry and recover).
     attempts_allowed: Mapped[int | None] = mapped_column(Integer)

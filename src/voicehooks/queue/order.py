@@ -18,7 +18,8 @@ Both are CTE lists to splice after `WITH ... ,`.
 QUEUE = """
     candidates AS (
         -- The first of each call is the head unless the call has a row in the queue already:
-        -- one probe of ix_delivery_queue_call each (a LATERAL with LIMIT stays a probe).
+        -- one probe of ix_delivery_queue_call per call (a LATERAL with LIMIT stays a probe;
+        -- `t.first` inside it is a one-time filter, so the others of the call probe nothing).
         SELECT t.*, t.first AND blocker.found IS NULL AS head
         FROM (
             SELECT to_queue.*, row_number() OVER (
@@ -28,7 +29,7 @@ QUEUE = """
         ) AS t
         LEFT JOIN LATERAL (
             SELECT true AS found FROM delivery_queue q
-            WHERE q.subscription_id = t.subscription_id AND q.call_id = t.call_id
+            WHERE t.first AND q.subscription_id = t.subscription_id AND q.call_id = t.call_id
             LIMIT 1
         ) AS blocker ON true
     ), heads AS (
