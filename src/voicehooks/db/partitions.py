@@ -94,22 +94,35 @@ async def existing_partitions(connection: asyncpg.Connection) -> set[str]:
     return {row[0] for row in await connection.fetch(_EXISTING, list(HISTORY_TABLES))}
 
 
+# The tables a history table's foreign keys reference.
+_REFERENCED = """
+SELECT DISTINCT r.relname FROM pg_constraint c JOIN pg_class r ON r.oid = c.confrelid
+WHERE c.contype = 'f' AND c.conrelid = $1::regclass AND c.conparentid = 0
+ORDER BY 1
+"""
+
+
 async def ensure_partitions(
     connection: asyncpg.Connection, days: Iterable[date], *, wait: bool = False
 ) -> int:
     """Create the missing partitions of `days` for every history table; returns how many.
 
-    Under a transaction-scoped advisory lock, so that processes starting together do not race
-    on the catalog. `wait`: block until another creator is done (the API at start, which must
-    not take a request before today's partitions exist); else skip the round if one is busy.
-    Only missing partitions are created: a round with nothing to do takes no lock on a table.
+    Under an advisory lock, so that processes starting together do not race on the catalog.
+    `wait`: block until another creator is done (the API at start, which must not take a
+    request before today's partitions exist); else skip the round if one is busy. Only missing
+    partitions are created: a round with nothing to do takes no lock on a table.
+
+    Each partition is created in a transaction of its own (a savepoint in a caller's):
+    creating one locks its parent exclusively, and a transaction that held one parent while
+    waiting for the next would deadlock with a reader of both that locked them the other way
+    round (a claim reads deliveries, then events).
     """
     wanted = sorted(set(days))
-    async with connection.transaction():
-        if wait:
-            await connection.execute("SELECT pg_advisory_xact_lock($1)", PARTITIONS_LOCK)
-        elif not await connection.fetchval("SELECT pg_try_advisory_xact_lock($1)", PARTITIONS_LOCK):
-            return 0
+    if wait:
+        await connection.execute("SELECT pg_advisory_lock($1)", PARTITIONS_LOCK)
+    elif not await connection.fetchval("SELECT pg_try_advisory_lock($1)", PARTITIONS_LOCK):
+        return 0
+    try:
         existing = await existing_partitions(connection)
         missing = [
             (table, day)
@@ -118,7 +131,18 @@ async def ensure_partitions(
             if partition_name(table, day) not in existing
         ]
         for table, day in missing:
-            await connection.execute(create_partition(table, day))
+            async with connection.transaction():
+                # A new partition takes its parent's foreign keys, which lock the tables they
+                # reference (deliveries: subscriptions) after the parent. Those first, in the
+                # order every writer takes them (subscriptions, then deliveries): else a
+                # recorder holding the subscriptions and waiting for the deliveries deadlocks.
+                for referenced in await connection.fetch(_REFERENCED, table):
+                    await connection.execute(
+                        f'LOCK TABLE "{referenced[0]}" IN SHARE ROW EXCLUSIVE MODE'
+                    )
+                await connection.execute(create_partition(table, day))
+    finally:
+        await connection.execute("SELECT pg_advisory_unlock($1)", PARTITIONS_LOCK)
     return len(missing)
 
 

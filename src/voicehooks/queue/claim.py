@@ -139,27 +139,28 @@ async def claim(
     lease_seconds: float,
 ) -> list[ClaimedDelivery]:
     """Lease up to `limit` due deliveries, at most `host_free[host]` (else `per_host`) each."""
-    # One statement, committed on its own (and durably: a claim lost in a crash of the
-    # database could let a second worker send the same delivery while the first one does).
-    rows = await connection.fetch(
-        CLAIM_SQL,
-        list(host_free),
-        list(host_free.values()),
-        per_host,
-        limit,
-        lease_seconds,
-    )
-    if not rows:
-        return []
-    # Should this fail, the leases run out and the deliveries are claimed again.
-    history = {
-        row["id"]: row
-        for row in await connection.fetch(
-            HISTORY_SQL,
-            [row["delivery_id"] for row in rows],
-            list({row["delivery_created_at"] for row in rows}),
+    # Committed together, durably (a claim lost in a crash of the database could let a second
+    # worker send the same delivery while the first one does); should the history lookup
+    # fail, the leases are rolled back with it and the deliveries are due at once again.
+    async with connection.transaction():
+        rows = await connection.fetch(
+            CLAIM_SQL,
+            list(host_free),
+            list(host_free.values()),
+            per_host,
+            limit,
+            lease_seconds,
         )
-    }
+        if not rows:
+            return []
+        history = {
+            row["id"]: row
+            for row in await connection.fetch(
+                HISTORY_SQL,
+                [row["delivery_id"] for row in rows],
+                list({row["delivery_created_at"] for row in rows}),
+            )
+        }
     now = datetime.now(UTC)
     claimed = []
     for row in rows:
