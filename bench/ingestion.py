@@ -322,14 +322,7 @@ async def batch_phase(args: argparse.Namespace, api: Api, run: int) -> dict[str,
                 args.batch_concurrency, args.warmup, args.duration, step
             )
             after = await meter.snapshot()
-    cpu = meter.diff(before, after)
-    return {
-        "events_per_s": _rate(events, seconds),
-        "events": events,
-        "cpu": cpu,
-        "cpu_us_per_event": _cpu_per_event(cpu, events, seconds),
-        **({"profile": profile} if profile else {}),
-    }
+    return _figures(meter.diff(before, after), events, seconds, profile)
 
 
 # The rows a correct service writes beyond events and deliveries: each event's idempotency
@@ -402,12 +395,19 @@ async def unnest_limit_phase(
     finally:
         for connection in connections:
             await connection.close()
-    cpu = meter.diff(before, after)
+    return _figures(meter.diff(before, after), events, seconds)
+
+
+def _figures(
+    cpu: dict[str, Any], events: int, seconds: float, profile: Any = None
+) -> dict[str, Any]:
+    """A measured phase's figures: its rate, the CPU it took, that CPU per event."""
     return {
         "events_per_s": _rate(events, seconds),
         "events": events,
         "cpu": cpu,
         "cpu_us_per_event": _cpu_per_event(cpu, events, seconds),
+        **({"profile": profile} if profile else {}),
     }
 
 

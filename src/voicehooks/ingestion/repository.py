@@ -79,13 +79,10 @@ MATCH_SQL = """
 """
 
 # A client id is new if its key goes into event_keys (the unique index that events, being
-# partitioned by day, cannot hold); events without a client id have no key.
-_INSERT_EVENTS = """
-    WITH e AS (
-        SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[],
-                             $6::text[], $7::int[], $8::timestamptz[])
-             AS e(id, workspace_id, client_id, event, call_id, body, delivery_count, occurred_at)
-    ), keyed AS (
+# partitioned by day, cannot hold); events without a client id have no key. A CTE over the
+# events to store (`e`), for the statements that store events.
+_KEYED = """
+    keyed AS (
         INSERT INTO event_keys (workspace_id, client_id, event_id, created_at)
         SELECT e.workspace_id, e.client_id, e.id, now() FROM e WHERE e.client_id IS NOT NULL
         -- One key order for every request: concurrent batches sharing client ids cannot
@@ -93,13 +90,20 @@ _INSERT_EVENTS = """
         ORDER BY e.workspace_id, e.client_id
         ON CONFLICT (workspace_id, client_id) DO NOTHING
         RETURNING event_id
-    )
+    )"""
+
+_INSERT_EVENTS = f"""
+    WITH e AS (
+        SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[],
+                             $6::text[], $7::int[], $8::timestamptz[])
+             AS e(id, workspace_id, client_id, event, call_id, body, delivery_count, occurred_at)
+    ), {_KEYED}
     INSERT INTO events (id, workspace_id, client_id, event, call_id, body, delivery_count,
                         occurred_at)
     SELECT e.* FROM e
     WHERE e.client_id IS NULL OR e.id IN (SELECT event_id FROM keyed)
     RETURNING id
-"""
+"""  # noqa: S608 -- composed of constants
 
 # What ingestion writes, in one statement (one round trip, one plan): the events whose client
 # id is new (as _INSERT_EVENTS), and for those their deliveries, given as pairs (position of
@@ -113,15 +117,7 @@ STORE_SQL = f"""
                     $7::timestamptz[]) WITH ORDINALITY
              AS e(workspace_id, client_id, event, call_id, body, delivery_count, occurred_at,
                   position)
-    ), keyed AS (
-        INSERT INTO event_keys (workspace_id, client_id, event_id, created_at)
-        SELECT e.workspace_id, e.client_id, e.id, now() FROM e WHERE e.client_id IS NOT NULL
-        -- One key order for every request: concurrent batches sharing client ids cannot
-        -- deadlock.
-        ORDER BY e.workspace_id, e.client_id
-        ON CONFLICT (workspace_id, client_id) DO NOTHING
-        RETURNING event_id
-    ), stored AS (
+    ), {_KEYED}, stored AS (
         INSERT INTO events (id, workspace_id, client_id, event, call_id, body, delivery_count,
                             occurred_at)
         SELECT e.id, e.workspace_id, e.client_id, e.event, e.call_id, e.body, e.delivery_count,
