@@ -14,25 +14,12 @@ from tests.receiving_helpers import (
     Listen,
     attempt_logs,
     report_call,
-    serving,
     subscribe,
     tool_environment,
 )
 from tests.support import Receiver, Reply, wait_until
 
 KEY = "listen-signing-key-0001"
-
-
-@pytest.fixture(scope="module")
-async def service(database_url, tmp_path_factory):
-    async with serving(database_url, tmp_path_factory.mktemp("serve") / "serve.log") as base:
-        yield base
-
-
-@pytest.fixture
-async def api(service, db):
-    async with httpx.AsyncClient(base_url=service, timeout=30) as http:
-        yield http
 
 
 @pytest.fixture

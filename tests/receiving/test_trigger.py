@@ -5,28 +5,15 @@ and a non-zero exit."""
 import json
 import uuid
 
-import httpx
 import pytest
 
 from tests.operations_helpers import free_port, run_voicehooks
-from tests.receiving_helpers import Listen, serving, subscribe, tool_environment
+from tests.receiving_helpers import Listen, subscribe, tool_environment
 from tests.support import Receiver, wait_until
 from voicehooks.trigger import EXAMPLE_CHANNEL, statuses_to_report
 from voicehooks.voice import CALL_LIFE_CYCLES, CALL_STATUSES
 
 KEY = "trigger-signing-key-0001"
-
-
-@pytest.fixture(scope="module")
-async def service(database_url, tmp_path_factory):
-    async with serving(database_url, tmp_path_factory.mktemp("serve") / "serve.log") as base:
-        yield base
-
-
-@pytest.fixture
-async def api(service, db):
-    async with httpx.AsyncClient(base_url=service, timeout=30) as http:
-        yield http
 
 
 async def trigger(service: str, *args: str, **env: str) -> tuple[int, str, str]:
