@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 
+from deliverybench.activity import sampled
 from deliverybench.common import log, percentile
 from deliverybench.cpu import CpuMeter
 from deliverybench.receiver import Receiver, receiver_reset, receiver_stats
@@ -133,28 +134,29 @@ async def e2e_phase(
                 batch_seconds.append(time.perf_counter() - started)
                 accepted += sum(r["deliveries"] for r in json.loads(answer)["results"])
 
-        before = await meter.snapshot()
-        ingest_start = time.time()
-        await asyncio.wait_for(
-            asyncio.gather(*(ingest_client() for _ in range(args.ingest_concurrency))),
-            timeout=args.timeout,
-        )
-        ingest_end = time.time()
-        log(
-            f"{name}: ingested {total} events in {ingest_end - ingest_start:.2f} s "
-            f"({accepted} deliveries created)"
-        )
+        async with sampled(getattr(service, "dsn", None), service.database) as activity:
+            before = await meter.snapshot()
+            ingest_start = time.time()
+            await asyncio.wait_for(
+                asyncio.gather(*(ingest_client() for _ in range(args.ingest_concurrency))),
+                timeout=args.timeout,
+            )
+            ingest_end = time.time()
+            log(
+                f"{name}: ingested {total} events in {ingest_end - ingest_start:.2f} s "
+                f"({accepted} deliveries created)"
+            )
 
-        deadline = time.monotonic() + (bound or args.timeout)
-        next_report = time.monotonic() + 5
-        stats = await receiver_stats(session, receiver.base)
-        while stats["distinct"] < total and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
+            deadline = time.monotonic() + (bound or args.timeout)
+            next_report = time.monotonic() + 5
             stats = await receiver_stats(session, receiver.base)
-            if time.monotonic() >= next_report:
-                next_report += 5
-                log(f"{name}: {stats['distinct']}/{total} delivered")
-        after = await meter.snapshot()
+            while stats["distinct"] < total and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+                stats = await receiver_stats(session, receiver.base)
+                if time.monotonic() >= next_report:
+                    next_report += 5
+                    log(f"{name}: {stats['distinct']}/{total} delivered")
+            after = await meter.snapshot()
         complete = stats["distinct"] >= total
 
         # Until the service reports nothing due or in flight (it records outcomes in batches
@@ -199,6 +201,7 @@ async def e2e_phase(
             round(recorded_at - ingest_start, 3) if recorded_at else None
         ),
         "cpu": meter.diff(before, after),
+        "postgres_activity": activity,
     }
 
 

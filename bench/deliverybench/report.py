@@ -231,6 +231,15 @@ def print_summary(results: dict[str, Any], path: Path | None) -> None:
                 f"{cpu['other_processes_cpu_s']:.1f} cpu s" + (f": {others}" if others else ""),
             )
         )
+        activity = results.get(name, {}).get("postgres_activity") or {}
+        if activity.get("top"):
+            busiest = "; ".join(
+                f"{entry['busy']:.2f} {entry['statement'][:32]}… ({entry['state']})"
+                for entry in activity["top"][:3]
+            )
+            rows.append(("  postgres busy with", busiest))
+        if activity.get("autovacuum"):
+            rows.append(("  autovacuum meanwhile", ", ".join(sorted(activity["autovacuum"]))))
     for name in ("e2e", "latency"):
         report = results.get(name, {}).get("profile") or {}
         statements = (report.get("worker_statements") or {}).get("statements") or {}

@@ -15,8 +15,9 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
+from voicehooks.config import Settings
 from voicehooks.db import partitions
-from voicehooks.queue.claim import CLAIM_SQL, HISTORY_SQL, claim
+from voicehooks.queue.claim import CLAIM_SQL, HISTORY_SQL, ClaimedDelivery, claim
 from voicehooks.queue.results import RECORD_SQL
 
 ROWS = 100_000
@@ -25,6 +26,8 @@ CLAIM = 100
 # table: about 2,000 pages with a 1,000-row queue, 2,900 with 100,000, the indexes being one
 # level deeper), plus a few pages per host. Walking a backlog would read 50,000 and more.
 PAGE_BUDGET = 5_000
+# The days a worker keeps partitions for (the default retention), as in production.
+RETENTION_DAYS = Settings.model_fields["retention_days"].default
 
 
 @pytest.fixture
@@ -271,6 +274,31 @@ def _array(values: list[object], kind: str) -> str:
     return f"'{{{items}}}'::{kind}[]"
 
 
+def _record_arguments(claimed: list[ClaimedDelivery], outcomes: list[str]) -> str:
+    """RECORD_SQL's arguments for `claimed`, each with its outcome, as the recorder gives them."""
+    count = len(claimed)
+    arrays = [
+        _array([d.id for d in claimed], "uuid"),
+        _array([d.claim_token for d in claimed], "uuid"),
+        _array(outcomes, "text"),
+        _array([60.0] * count, "float8"),
+        _array([d.subscription_id for d in claimed], "uuid"),
+        _array([d.event_id for d in claimed], "uuid"),
+        _array([d.event for d in claimed], "text"),
+        _array([1] * count, "int"),
+        _array([5] * count, "int"),
+        _array([200] * count, "int"),
+        _array([None] * count, "text"),
+        _array(["ok"] * count, "text"),
+        _array([datetime.now(UTC).isoformat()] * count, "timestamptz"),
+        _array(["succeeded"] * count, "text"),
+        _array([None] * count, "jsonb"),
+        _array([d.created_at.isoformat() for d in claimed], "timestamptz"),
+        _array(sorted({d.created_at.isoformat() for d in claimed}), "timestamptz"),
+    ]
+    return ", ".join(arrays)
+
+
 @pytest.mark.parametrize("statistics", [IDLE_AFTER_BUSY, AFTER_THE_FILL])
 async def test_recording_a_batch_reads_a_few_pages_per_attempt_whatever_the_statistics(
     queue_fill: asyncpg.Connection, statistics: str
@@ -283,31 +311,46 @@ async def test_recording_a_batch_reads_a_few_pages_per_attempt_whatever_the_stat
     claimed = await claim(db, limit=CLAIM, host_free={}, per_host=CLAIM, lease_seconds=30)
     assert len(claimed) == CLAIM
     outcomes = ["succeeded" if n % 2 else "retry" for n in range(CLAIM)]
-    arrays = [
-        _array([d.id for d in claimed], "uuid"),
-        _array([d.claim_token for d in claimed], "uuid"),
-        _array(outcomes, "text"),
-        _array([60.0] * CLAIM, "float8"),
-        _array([d.subscription_id for d in claimed], "uuid"),
-        _array([d.event_id for d in claimed], "uuid"),
-        _array([d.event for d in claimed], "text"),
-        _array([1] * CLAIM, "int"),
-        _array([5] * CLAIM, "int"),
-        _array([200] * CLAIM, "int"),
-        _array([None] * CLAIM, "text"),
-        _array(["ok"] * CLAIM, "text"),
-        _array([datetime.now(UTC).isoformat()] * CLAIM, "timestamptz"),
-        _array(["succeeded"] * CLAIM, "text"),
-        _array([None] * CLAIM, "jsonb"),
-        _array([d.created_at.isoformat() for d in claimed], "timestamptz"),
-    ]
-    plan = await _executed_plan(db, RECORD_SQL, ", ".join(arrays))
+    plan = await _executed_plan(db, RECORD_SQL, _record_arguments(claimed, outcomes))
     finished = await db.fetchval(
         "SELECT count(*) FROM deliveries WHERE id = ANY($1::uuid[]) AND state = 'succeeded'",
         [d.id for n, d in enumerate(claimed) if n % 2],
     )
     assert finished == CLAIM // 2  # the statement did its work (the test's transaction undoes it)
     _assert_reads_a_few_pages(plan)
+
+
+@pytest.mark.parametrize("batch", [10, 100])
+async def test_recording_a_batch_reads_its_own_day_of_history_alone(
+    queue_fill: asyncpg.Connection, batch: int
+) -> None:
+    """With every day of the retention period partitioned (as a worker keeps them) and a
+    day of 20k deliveries analyzed, a batch of results probes its own day's partition by
+    primary key: the other days are not even planned for, and today's is not read whole
+    (joined by value, the planner found reading it whole cheaper than probing every day)."""
+    db = queue_fill
+    await partitions.ensure_partitions(
+        db, partitions.days_to_keep(datetime.now(UTC), RETENTION_DAYS)
+    )
+    healthy, _ = await _subscriptions(db)
+    await _fill(db, healthy, "healthy.example", 20_000)
+    await db.execute(ANALYZE_ALL)
+    claimed = await claim(db, limit=batch, host_free={}, per_host=batch, lease_seconds=30)
+    assert len(claimed) == batch
+    plan = await _executed_plan(db, RECORD_SQL, _record_arguments(claimed, ["succeeded"] * batch))
+    day = claimed[0].created_at.astimezone(UTC).date()
+    read = {
+        str(node["Relation Name"])
+        for node in _nodes(plan)
+        if str(node.get("Relation Name")).startswith("deliveries_")
+    }
+    assert read == {partitions.partition_name("deliveries", day)}
+    assert _whole_table_reads(plan) == []
+    recorded = await db.fetchval(
+        "SELECT count(*) FROM deliveries WHERE id = ANY($1::uuid[]) AND state = 'succeeded'",
+        [d.id for d in claimed],
+    )
+    assert recorded == batch
 
 
 async def test_the_claimed_deliveries_history_is_read_from_their_own_days_alone(

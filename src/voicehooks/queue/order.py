@@ -11,9 +11,14 @@ subscription_id, call_id, target_host, seq): of each call the one with the lowes
 becomes the head if the call has no row in the queue yet; every other one waits, and so does
 one that loses a race with a concurrent writer's head. Its CTE `heads` returns their ids.
 `PROMOTE` makes the next waiting delivery the head of each call of a CTE named `calls`
-(subscription_id, call_id); its CTE `promoted` returns (delivery_id, delivery_created_at).
+(subscription_id, call_id); its CTE `promoted` returns (delivery_id, delivery_created_at),
+which the statement returns for `mark_due` to give their history rows their due time.
 Both are CTE lists to splice after `WITH ... ,`.
 """
+
+from collections.abc import Sequence
+
+import asyncpg
 
 QUEUE = """
     candidates AS (
@@ -64,3 +69,25 @@ PROMOTE = """
         RETURNING q.delivery_id, q.delivery_created_at
     )
 """
+
+# Promoted deliveries' rows in history get their due time in a statement of their own, which
+# names their days: joined by value to a CTE's rows, the day-partitioned table is planned
+# over every day's partition, and a hash join reading today's partition whole then costs the
+# planner less than a primary-key probe into each day (seen: every batch of results reading
+# every delivery of the day, after autovacuum's statistics of a partition of 10k rows).
+_MARK_DUE = """
+UPDATE deliveries d SET next_attempt_at = now()
+FROM unnest($1::uuid[], $2::timestamptz[]) AS p(id, created_at)
+WHERE d.id = p.id AND d.created_at = p.created_at AND d.created_at = ANY($2::timestamptz[])
+"""
+
+
+async def mark_due(connection: asyncpg.Connection, promoted: Sequence[asyncpg.Record]) -> int:
+    """Record in history that the deliveries `PROMOTE` returned are due now; their number."""
+    if promoted:
+        await connection.execute(
+            _MARK_DUE,
+            [row["delivery_id"] for row in promoted],
+            [row["delivery_created_at"] for row in promoted],
+        )
+    return len(promoted)

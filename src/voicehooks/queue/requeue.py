@@ -13,7 +13,9 @@ from voicehooks.db.engine import rows_affected
 from voicehooks.queue.order import QUEUE
 from voicehooks.queue.wakeup import cancel_subscriptions
 
-# `$1` selects the deliveries: by id (one) or failed since a time (recover).
+# `$1` selects the deliveries: by id (one) or failed since a time (recover); `days` bounds
+# both references to history by $2, so that the planner prunes to those days' partitions
+# (the update's join by value alone would be planned over every day's partition).
 _REQUEUE = f"""
 WITH target AS (
     SELECT d.id AS delivery_id, d.created_at, d.subscription_id, d.call_id, s.target_host, d.seq
@@ -27,12 +29,16 @@ UPDATE deliveries d SET
     next_attempt_at = CASE WHEN d.id IN (SELECT delivery_id FROM heads) THEN now() END,
     last_error = NULL,
     updated_at = now()
-FROM target WHERE d.id = target.delivery_id AND d.created_at = target.created_at
+FROM target
+WHERE d.id = target.delivery_id AND d.created_at = target.created_at AND {{days}}
 """  # noqa: S608 -- composed of constants
 
-_REQUEUE_ONE = _REQUEUE.format(selection="d.id = $1 AND d.created_at = $2 AND d.state <> 'pending'")
+_REQUEUE_ONE = _REQUEUE.format(
+    selection="d.id = $1 AND d.created_at = $2 AND d.state <> 'pending'", days="d.created_at = $2"
+)
 _REQUEUE_FAILED_SINCE = _REQUEUE.format(
-    selection="d.subscription_id = $1 AND d.state = 'failed' AND d.created_at >= $2"
+    selection="d.subscription_id = $1 AND d.state = 'failed' AND d.created_at >= $2",
+    days="d.created_at >= $2",
 )
 
 _STOP = """

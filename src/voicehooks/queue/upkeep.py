@@ -11,6 +11,7 @@ import asyncpg
 
 from voicehooks.db import partitions
 from voicehooks.db.engine import rows_affected
+from voicehooks.queue import order
 from voicehooks.queue.order import PROMOTE
 
 # The backstop of the promotion in `results`: a delivery stored while the head of its call
@@ -24,8 +25,7 @@ WITH calls AS (
                       WHERE h.subscription_id = w.subscription_id AND h.call_id = w.call_id
                         AND h.due_at IS NOT NULL)
 ), {PROMOTE}
-UPDATE deliveries d SET next_attempt_at = now()
-FROM promoted WHERE d.id = promoted.delivery_id AND d.created_at = promoted.delivery_created_at
+SELECT delivery_id, delivery_created_at FROM promoted
 """  # noqa: S608 -- composed of constants
 
 # Any fixed number, the same in every worker: one retention round at a time.
@@ -48,7 +48,8 @@ DELETE FROM event_keys WHERE ctid = ANY(ARRAY(
 
 
 async def queue_stranded(connection: asyncpg.Connection) -> int:
-    return rows_affected(await connection.execute(_QUEUE_STRANDED))
+    async with connection.transaction():
+        return await order.mark_due(connection, await connection.fetch(_QUEUE_STRANDED))
 
 
 @dataclass(frozen=True)
