@@ -268,29 +268,30 @@ async def latency_phase(
             except (aiohttp.ClientError, TimeoutError) as exc:
                 errors.append(type(exc).__name__)
 
-        tasks = []
-        start = time.monotonic() + 0.05
-        before = None
-        for i in range(total):
-            if i == warmup_count:
-                before = await meter.snapshot()
-            target = start + i / args.rate
-            delay = target - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            send_lag.append(time.monotonic() - target)
-            tasks.append(asyncio.create_task(send(i)))
-        await asyncio.wait(tasks, timeout=30)
-        for task in tasks:
-            task.cancel()
+        async with sampled(getattr(service, "dsn", None), service.database) as activity:
+            tasks = []
+            start = time.monotonic() + 0.05
+            before = None
+            for i in range(total):
+                if i == warmup_count:
+                    before = await meter.snapshot()
+                target = start + i / args.rate
+                delay = target - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                send_lag.append(time.monotonic() - target)
+                tasks.append(asyncio.create_task(send(i)))
+            await asyncio.wait(tasks, timeout=30)
+            for task in tasks:
+                task.cancel()
 
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            stats = await receiver_stats(session, receiver.base)
-            if stats["distinct"] >= len(acked):
-                break
-            await asyncio.sleep(0.2)
-        after = await meter.snapshot()
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                stats = await receiver_stats(session, receiver.base)
+                if stats["distinct"] >= len(acked):
+                    break
+                await asyncio.sleep(0.2)
+            after = await meter.snapshot()
         stats = await receiver_stats(session, receiver.base, detail=True)
 
     measured = {f"lat-{run}-{i}" for i in range(warmup_count, total)}
@@ -336,4 +337,5 @@ async def latency_phase(
         "send_lag_p99_ms": round((percentile(send_lag, 99) or 0) * 1000, 2),
         "slowest": slowest,
         "cpu": meter.diff(before, after),
+        "postgres_activity": activity,
     }
