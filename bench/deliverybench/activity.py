@@ -20,7 +20,8 @@ TOP = 8
 
 _SAMPLE_SQL = """
 SELECT backend_type, state, coalesce(wait_event_type || ':' || wait_event, 'cpu') AS wait,
-       query, extract(epoch FROM clock_timestamp() - query_start) AS running_s
+       query, extract(epoch FROM clock_timestamp() - query_start) AS running_s,
+       greatest(age(backend_xmin), age(backend_xid)) AS holds_xids
 FROM pg_stat_activity
 WHERE datname = $1 AND pid <> pg_backend_pid() AND state IS DISTINCT FROM 'idle'
 """
@@ -45,6 +46,10 @@ class ActivitySampler:
         self.samples = 0
         self.seen: Counter[tuple[str, str, str]] = Counter()
         self.longest: dict[str, float] = {}
+        # The process that held the xmin horizon furthest back: while it does, no dead row
+        # version newer than its snapshot can be removed or skipped for good (a queue's
+        # index walks then step over every version its churn left since).
+        self.horizon: dict[str, Any] = {"xids": 0}
 
     async def _sample(self, conn: asyncpg.Connection, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -58,6 +63,15 @@ class ActivitySampler:
                 running = float(row["running_s"] or 0.0)
                 if running > self.longest.get(statement, 0.0):
                     self.longest[statement] = running
+                holds = int(row["holds_xids"] or 0)
+                if holds > self.horizon["xids"]:
+                    self.horizon = {
+                        "xids": holds,
+                        "process": kind or "client",
+                        "statement": statement,
+                        "state": row["state"],
+                        "running_s": round(running, 3),
+                    }
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
                     stop.wait(), max(0.0, INTERVAL_S - (time.monotonic() - started))
@@ -82,7 +96,12 @@ class ActivitySampler:
             vacuums, analyzes = after[0] - before[0], after[1] - before[1]
             if vacuums or analyzes:
                 autovacuum[name] = {"vacuums": vacuums, "analyzes": analyzes}
-        return {"samples": self.samples, "top": top, "autovacuum": autovacuum}
+        return {
+            "samples": self.samples,
+            "top": top,
+            "autovacuum": autovacuum,
+            "oldest_horizon": self.horizon,
+        }
 
 
 async def _table_counts(conn: asyncpg.Connection) -> dict[str, tuple[int, int]]:
