@@ -70,11 +70,9 @@ PROMOTE = """
     )
 """
 
-# Promoted deliveries' rows in history get their due time in a statement of their own, which
-# names their days: joined by value to a CTE's rows, the day-partitioned table is planned
-# over every day's partition, and a hash join reading today's partition whole then costs the
-# planner less than a primary-key probe into each day (seen: every batch of results reading
-# every delivery of the day, after autovacuum's statistics of a partition of 10k rows).
+# A statement of its own because the promoted deliveries' days are only known once they are
+# promoted, and naming them is what lets the planner prune to their partitions (see
+# voicehooks.queue.results for what a join by value alone did).
 _MARK_DUE = """
 UPDATE deliveries d SET next_attempt_at = now()
 FROM unnest($1::uuid[], $2::timestamptz[]) AS p(id, created_at)

@@ -19,9 +19,8 @@ from datetime import datetime
 import asyncpg
 import orjson
 
-from voicehooks.queue import order
 from voicehooks.queue.claim import ClaimedDelivery
-from voicehooks.queue.order import PROMOTE
+from voicehooks.queue.order import PROMOTE, mark_due
 from voicehooks.states import Verdict
 
 RECORD_SQL = f"""
@@ -132,7 +131,7 @@ async def record(connection: asyncpg.Connection, records: Sequence[AttemptRecord
         created_at,
         list(set(created_at)),
     )
-    return await order.mark_due(connection, promoted)
+    return await mark_due(connection, promoted)
 
 
 def subscription_ids(records: Sequence[AttemptRecord], *, succeeded: bool) -> list[uuid.UUID]:

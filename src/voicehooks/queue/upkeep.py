@@ -11,8 +11,7 @@ import asyncpg
 
 from voicehooks.db import partitions
 from voicehooks.db.engine import rows_affected
-from voicehooks.queue import order
-from voicehooks.queue.order import PROMOTE
+from voicehooks.queue.order import PROMOTE, mark_due
 
 # The backstop of the promotion in `results`: a delivery stored while the head of its call
 # was finishing (neither saw the other) waits with no head ahead of it. Only waiting rows are
@@ -49,7 +48,7 @@ DELETE FROM event_keys WHERE ctid = ANY(ARRAY(
 
 async def queue_stranded(connection: asyncpg.Connection) -> int:
     async with connection.transaction():
-        return await order.mark_due(connection, await connection.fetch(_QUEUE_STRANDED))
+        return await mark_due(connection, await connection.fetch(_QUEUE_STRANDED))
 
 
 @dataclass(frozen=True)
