@@ -40,8 +40,7 @@ def _statement(query: str) -> str:
 
 
 class ActivitySampler:
-    def __init__(self, dsn: str, database: str) -> None:
-        self.dsn = dsn
+    def __init__(self, database: str) -> None:
         self.database = database
         self.samples = 0
         self.seen: Counter[tuple[str, str, str]] = Counter()
@@ -51,7 +50,7 @@ class ActivitySampler:
         # index walks then step over every version its churn left since).
         self.horizon: dict[str, Any] = {"xids": 0}
 
-    async def _sample(self, conn: asyncpg.Connection, stop: asyncio.Event) -> None:
+    async def run(self, conn: asyncpg.Connection, stop: asyncio.Event) -> None:
         while not stop.is_set():
             started = time.monotonic()
             rows = await conn.fetch(_SAMPLE_SQL, self.database)
@@ -110,24 +109,21 @@ async def _table_counts(conn: asyncpg.Connection) -> dict[str, tuple[int, int]]:
 
 
 @contextlib.asynccontextmanager
-async def sampled(dsn: str | None, database: str) -> AsyncIterator[dict[str, Any]]:
+async def sampled(dsn: str, database: str) -> AsyncIterator[dict[str, Any]]:
     """Samples while the block runs; the dict it yields gets the report afterwards (empty
     when the database cannot be reached: the figures never depend on this)."""
     report: dict[str, Any] = {}
-    if dsn is None:
-        yield report
-        return
     try:
-        sampler_conn = await asyncpg.connect(dsn, timeout=5)
-        tables_conn = await asyncpg.connect(dsn, timeout=5)
+        conn = await asyncpg.connect(dsn, timeout=5)
     except (OSError, asyncpg.PostgresError):
         yield report
         return
-    sampler = ActivitySampler(dsn, database)
+    sampler = ActivitySampler(database)
     stop = asyncio.Event()
     try:
-        tables_before = await _table_counts(tables_conn)
-        task = asyncio.create_task(sampler._sample(sampler_conn, stop))
+        # One connection: the table counts are read before the sampling starts and after it.
+        tables_before = await _table_counts(conn)
+        task = asyncio.create_task(sampler.run(conn, stop))
         try:
             yield report
         finally:
@@ -136,8 +132,7 @@ async def sampled(dsn: str | None, database: str) -> AsyncIterator[dict[str, Any
                 await task
         # Statistics reach pg_stat_user_tables when a backend reports them: a moment later.
         await asyncio.sleep(0.6)
-        tables_after = await _table_counts(tables_conn)
+        tables_after = await _table_counts(conn)
         report.update(sampler.report(tables_before, tables_after))
     finally:
-        await sampler_conn.close()
-        await tables_conn.close()
+        await conn.close()

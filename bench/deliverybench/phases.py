@@ -1,7 +1,8 @@
 """The measured phases: the raw HTTP limit, end-to-end throughput, latency at a steady rate.
 
 A phase gets a service (voicehooks or the pgqueuer peer: anything with `base`, `token`,
-`workspace` and `backlog()`), the receiver and the CPU meter, and returns its figures.
+`workspace`, `dsn`, `database` and `backlog()`), the receiver and the CPU meter, and returns
+its figures.
 """
 
 from __future__ import annotations
@@ -134,7 +135,7 @@ async def e2e_phase(
                 batch_seconds.append(time.perf_counter() - started)
                 accepted += sum(r["deliveries"] for r in json.loads(answer)["results"])
 
-        async with sampled(getattr(service, "dsn", None), service.database) as activity:
+        async with sampled(service.dsn, service.database) as activity:
             before = await meter.snapshot()
             ingest_start = time.time()
             await asyncio.wait_for(
@@ -268,7 +269,7 @@ async def latency_phase(
             except (aiohttp.ClientError, TimeoutError) as exc:
                 errors.append(type(exc).__name__)
 
-        async with sampled(getattr(service, "dsn", None), service.database) as activity:
+        async with sampled(service.dsn, service.database) as activity:
             tasks = []
             start = time.monotonic() + 0.05
             before = None
