@@ -1,10 +1,14 @@
-"""Which errors count as a database outage (503, one log line) and which are faults of ours."""
+"""Which errors count as a database outage (503, one log line) and which are faults of ours;
+how an outage is logged."""
+
+import time
 
 import asyncpg
 import pytest
+import structlog
 from sqlalchemy import exc as sa_exc
 
-from voicehooks.db.outage import is_outage
+from voicehooks.db.outage import OutageLog, is_outage
 
 
 def _wrapped(error: Exception, *, invalidated: bool = False) -> sa_exc.DBAPIError:
@@ -54,3 +58,22 @@ def test_connection_failures_are_outages(error):
 )
 def test_faults_of_ours_are_not_outages(error):
     assert not is_outage(error)
+
+
+def test_an_outage_is_one_warning_though_work_begun_before_it_still_completes() -> None:
+    """A server going down fails some operations while others it took just before still
+    complete: those say nothing about now, so the outage stays one WARNING; work begun after
+    the failure that succeeds ends it with one INFO line."""
+    log = OutageLog()
+    with structlog.testing.capture_logs() as lines:
+        before = time.monotonic()
+        log.failed(asyncpg.InternalClientError("cannot switch to state 15"))
+        log.succeeded(before)  # in flight when the server went down
+        log.failed(asyncpg.InterfaceError("connection is closed"))
+        log.succeeded(time.monotonic())  # the server is back
+        log.succeeded(time.monotonic())
+    assert [(line["log_level"], line["event"]) for line in lines] == [
+        ("warning", "database_unavailable"),
+        ("info", "database_available"),
+    ]
+    assert lines[0]["error"] == "InternalClientError"

@@ -92,8 +92,13 @@ class OutageLog:
             # The type names the cause; messages may carry host names but never credentials.
             self._log.warning("database_unavailable", error=type(error).__name__)
 
-    def succeeded(self) -> None:
-        if self._down_since is not None:
+    def succeeded(self, began: float) -> None:
+        """An operation that `began` (`time.monotonic()`) at that moment reached the database.
+
+        Only one begun after the outage was noticed ends it: when a server goes down, work it
+        took just before still completes while its neighbours already fail, and that says
+        nothing about now (the outage would be logged twice, with a recovery between)."""
+        if self._down_since is not None and began > self._down_since:
             seconds = round(time.monotonic() - self._down_since, 1)
             self._down_since = None
             self._log.info("database_available", outage_seconds=seconds)

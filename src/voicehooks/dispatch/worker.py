@@ -227,7 +227,7 @@ class Dispatcher:
                     log.exception("claim_crashed")
                     await self._sleep(RECONNECT_DELAY)
                     continue
-                outages.succeeded()
+                outages.succeeded(claim_started)
             for delivery in claimed:
                 if self._cancelled.get(delivery.subscription_id, -math.inf) < claim_started:
                     self._slots.start(delivery)

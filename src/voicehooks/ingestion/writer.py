@@ -9,6 +9,7 @@ together (a batch request is all-or-nothing, as before).
 """
 
 import asyncio
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -117,9 +118,10 @@ class IngestWriter:
     async def _commit_together(self, requests: list[_Request]) -> None:
         events = [event for request in requests for event in request.events]
         facts = [fact for request in requests for fact in request.facts]
+        began = time.monotonic()
         async with pooled_driver(self._engine) as connection:
             results = await _store_in_transaction(connection, events, facts)
-        outages.succeeded()
+        outages.succeeded(began)
         start = 0
         for request in requests:
             end = start + len(request.events)

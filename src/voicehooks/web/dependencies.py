@@ -1,6 +1,7 @@
 """Request-scoped dependencies: settings, the database session (committed here, once), ids in
 paths, and the 401 of a credential that is missing or wrong."""
 
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -21,6 +22,7 @@ async def get_settings(request: Request) -> Settings:
 
 async def _session(request: Request) -> AsyncIterator[AsyncSession]:
     """The request's unit of work: committed after the endpoint returns, before the response."""
+    began = time.monotonic()
     async with request.app.state.sessionmaker() as session:
         try:
             yield session
@@ -28,7 +30,7 @@ async def _session(request: Request) -> AsyncIterator[AsyncSession]:
             await session.rollback()
             raise
         await session.commit()
-        outages.succeeded()
+        outages.succeeded(began)
 
 
 async def get_key_ring(request: Request) -> KeyRing:
