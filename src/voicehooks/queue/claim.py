@@ -1,7 +1,9 @@
 """Claims: lease due deliveries, per destination host, within the room each host has.
 
 Statistics-proof by construction: every step is an index walk that stops early, so the plan
-does not hinge on how many rows the planner thinks are due.
+does not hinge on how many rows the planner thinks are due. The queue keeps no column
+statistics (migration 0010): with a sample of long-gone rows the planner once costed a host's
+ordered walk as reading half the table, and read every due row instead.
 - `hosts` lists the distinct destinations in the queue, one probe of ix_delivery_queue_host_due
   each (a skip scan); only hosts with pending work are there.
 - `candidates` takes, per host with room, its earliest rows in due order (same index) and
