@@ -22,8 +22,11 @@ from voicehooks.ingestion.repository import IngestionRepository
 from voicehooks.ingestion.schemas import EventIn, IngestResult
 from voicehooks.ingestion.service import CallFacts, store
 
-# A flush waits this long for more requests when a transaction slot is free: under load
-# the buffer fills while earlier transactions run, so the wait only falls on a quiet moment.
+# A flush waits this long for more requests when a transaction is running and the other
+# slot is free: under load the buffer fills while earlier transactions run. A request that
+# finds no transaction running goes at once: nothing is on its way to keep it company, and
+# at a quiet moment the wait would only add to its latency (about 1 ms of the 6-8 ms of a
+# 202 at 100 events/s, measured).
 LINGER_SECONDS = 0.001
 # Events of one shared transaction; a request is never split, so one may go beyond.
 MAX_EVENTS = 1000
@@ -62,7 +65,7 @@ class IngestWriter:
         request = _Request(events, facts)
         self._buffer.append(request)
         self._buffered_events += len(events)
-        if self._buffered_events >= MAX_EVENTS or len(events) >= PROMPT_EVENTS:
+        if not self._writes or self._buffered_events >= MAX_EVENTS or len(events) >= PROMPT_EVENTS:
             self._flush()
         elif self._timer is None and len(self._writes) < MAX_WRITES:
             self._timer = asyncio.get_running_loop().call_later(LINGER_SECONDS, self._flush)
