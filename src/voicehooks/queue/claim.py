@@ -71,14 +71,18 @@ RETURNING q.delivery_id, q.delivery_created_at, q.claim_token, q.subscription_id
 # day-partitioned tables by a row's value is planned over every day's partition and index
 # (3.3 ms a claim on 38 days, against 0.5 ms of execution); here the days are values of the
 # statement, so the planner prunes to them. Each row is a primary-key probe of each table (a
-# LATERAL with LIMIT is not turned into a join that scans a table, whatever its statistics).
+# LATERAL with LIMIT is not turned into a join that scans a table, whatever its statistics),
+# and each probe names its row's own day: a list of days prunes only in a plan made for its
+# values, so in a generic plan every row probed every day's index (38, 0.11 ms a row).
 HISTORY_SQL = """
 SELECT d.id, d.attempts, d.attempts_allowed, d.event_id, e.body, e.event,
        s.url, s.signing_key, s.previous_signing_keys, s.workspace_id
-FROM unnest($1::uuid[]) AS r(id)
+FROM unnest($1::uuid[], $3::timestamptz[]) AS r(id, created_at)
 CROSS JOIN LATERAL (
     SELECT d.id, d.attempts, d.attempts_allowed, d.event_id, d.subscription_id, d.created_at
-    FROM deliveries d WHERE d.id = r.id AND d.created_at = ANY($2::timestamptz[]) LIMIT 1
+    FROM deliveries d
+    WHERE d.id = r.id AND d.created_at = r.created_at AND d.created_at = ANY($2::timestamptz[])
+    LIMIT 1
 ) AS d
 CROSS JOIN LATERAL (
     SELECT e.body, e.event FROM events e
@@ -161,6 +165,7 @@ async def claim(
                 HISTORY_SQL,
                 [row["delivery_id"] for row in rows],
                 list({row["delivery_created_at"] for row in rows}),
+                [row["delivery_created_at"] for row in rows],
             )
         }
     now = datetime.now(UTC)

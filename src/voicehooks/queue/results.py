@@ -1,10 +1,13 @@
-"""Results: a batch of attempts recorded in one statement.
+"""Results: a batch of attempts recorded in one statement per day of history.
 
-Every reference to the day-partitioned history names the batch's days ($17, the deliveries'
-created_at values), so the planner prunes to their partitions and probes them by primary
-key; joined by value alone, it plans for every day's partition and finds a hash join that
-reads today's partition whole cheaper than a probe into each (seen after autovacuum's
-statistics of a 10k-row day: every batch of results read every delivery of the day).
+Every reference to the day-partitioned history is bounded by the batch's day ($17 to $18), so
+the planner prunes to its partition, in a plan made for the values as in a generic one (which
+prunes as it starts; a list of days would prune only in a plan made for its values), and finds
+each row by primary key, then by its address. Joined by value, it planned for every day's
+partition and found reading a day whole and hashing it cheaper than probing it: after
+autovacuum's statistics of a 10k-row day every batch of results read every delivery of the
+day, and on a day not analyzed yet (each morning) as soon as a day held fewer pages than a
+batch had results.
 
 The attempts are logged (whoever holds the claim now: the attempt happened). Where the claim
 is still the sender's, a retry stays queued with its new due time, and a final outcome takes
@@ -14,11 +17,12 @@ the delivery out of the queue and makes the next delivery of its call, if one wa
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 import orjson
 
+from voicehooks.db import partitions
 from voicehooks.queue.claim import ClaimedDelivery
 from voicehooks.queue.order import PROMOTE, mark_due
 from voicehooks.states import Verdict
@@ -32,49 +36,56 @@ WITH result AS (
         AS r(id, token, outcome, delay, subscription_id, event_id, event, attempt, duration_ms,
              status_code, error, response_body, started_at, execution_status, request_headers,
              created_at)
+), found AS (
+    -- Each result's history row and, where the claim is still the sender's, its queue row,
+    -- locked: a primary-key probe of each per result (a LATERAL with LIMIT is not reordered
+    -- into a join that reads a table whole, whatever its statistics say).
+    SELECT r.*, d.ctid AS history_row, q.row_id AS queue_row
+    FROM result r
+    LEFT JOIN LATERAL (
+        SELECT d.ctid FROM deliveries d
+        WHERE d.id = r.id AND d.created_at = r.created_at
+          AND d.created_at >= $17::timestamptz AND d.created_at < $18::timestamptz
+        LIMIT 1
+    ) AS d ON true
+    LEFT JOIN LATERAL (
+        SELECT q.ctid AS row_id FROM delivery_queue q
+        WHERE q.delivery_id = r.id AND q.claim_token = r.token
+        LIMIT 1
+        FOR UPDATE
+    ) AS q ON true
 ), logged AS (
     INSERT INTO attempts (id, delivery_id, subscription_id, event_id, event, attempt,
                           execution_status, duration_ms, response_status_code, error,
                           response_body, request_headers, created_at)
-    SELECT gen_random_uuid(), r.id, r.subscription_id, r.event_id, r.event, r.attempt,
-           r.execution_status, r.duration_ms, r.status_code, r.error, r.response_body,
-           r.request_headers, r.started_at
-    FROM result r
-    WHERE EXISTS (SELECT 1 FROM deliveries d
-                  WHERE d.id = r.id AND d.created_at = r.created_at
-                    AND d.created_at = ANY($17::timestamptz[]))
-), held AS (
-    -- The results whose claim is still the sender's, with their queue rows locked: one
-    -- primary-key probe per result (a LATERAL with LIMIT is not reordered into a join that
-    -- walks the queue, whatever its statistics say).
-    SELECT r.id, r.outcome, r.delay, q.row_id, q.subscription_id, q.call_id, q.target_host
-    FROM result r
-    CROSS JOIN LATERAL (
-        SELECT q.ctid AS row_id, q.subscription_id, q.call_id, q.target_host
-        FROM delivery_queue q
-        WHERE q.delivery_id = r.id AND q.claim_token = r.token
-        LIMIT 1
-        FOR UPDATE
-    ) AS q
+    SELECT gen_random_uuid(), f.id, f.subscription_id, f.event_id, f.event, f.attempt,
+           f.execution_status, f.duration_ms, f.status_code, f.error, f.response_body,
+           f.request_headers, f.started_at
+    FROM found f WHERE f.history_row IS NOT NULL
 ), retried AS (
     UPDATE delivery_queue q
-    SET claim_token = NULL, due_at = now() + make_interval(secs => h.delay)
-    FROM held h
-    WHERE q.ctid = h.row_id AND h.outcome = 'retry'
+    SET claim_token = NULL, due_at = now() + make_interval(secs => f.delay)
+    FROM found f
+    WHERE q.ctid = f.queue_row AND f.outcome = 'retry'
     RETURNING q.delivery_id
 ), finished AS (
     DELETE FROM delivery_queue q
-    WHERE q.ctid = ANY(ARRAY(SELECT row_id FROM held WHERE outcome <> 'retry'))
+    WHERE q.ctid = ANY(ARRAY(SELECT queue_row FROM found
+                             WHERE queue_row IS NOT NULL AND outcome <> 'retry'))
     RETURNING q.delivery_id, q.subscription_id, q.call_id, q.target_host
 ), recorded AS (
+    -- By the addresses found above, in the day's partition: a TID scan, whatever the
+    -- partition's size or statistics.
     UPDATE deliveries d SET
         attempts = d.attempts + 1,
-        state = CASE r.outcome WHEN 'retry' THEN 'pending' ELSE r.outcome END,
-        next_attempt_at = CASE WHEN r.outcome = 'retry'
-                               THEN now() + make_interval(secs => r.delay) END,
+        state = CASE f.outcome WHEN 'retry' THEN 'pending' ELSE f.outcome END,
+        next_attempt_at = CASE WHEN f.outcome = 'retry'
+                               THEN now() + make_interval(secs => f.delay) END,
         updated_at = now()
-    FROM held h JOIN result r ON r.id = h.id
-    WHERE d.id = h.id AND d.created_at = r.created_at AND d.created_at = ANY($17::timestamptz[])
+    FROM found f
+    WHERE d.ctid = ANY(ARRAY(SELECT history_row FROM found WHERE queue_row IS NOT NULL))
+      AND d.created_at >= $17::timestamptz AND d.created_at < $18::timestamptz
+      AND f.id = d.id AND f.queue_row IS NOT NULL
 ), calls AS (
     SELECT DISTINCT subscription_id, call_id FROM finished
 ), {PROMOTE}
@@ -106,8 +117,20 @@ class AttemptRecord:
 
 async def record(connection: asyncpg.Connection, records: Sequence[AttemptRecord]) -> int:
     """Record the attempts; returns how many waiting deliveries it queued."""
-    created_at = [r.delivery.created_at for r in records]
-    promoted = await connection.fetch(
+    by_day: dict[date, list[AttemptRecord]] = {}
+    for r in records:
+        by_day.setdefault(r.delivery.created_at.astimezone(UTC).date(), []).append(r)
+    promoted: list[asyncpg.Record] = []
+    # Days in order, so that two recorders of the same days lock their rows in the same order.
+    for day in sorted(by_day):
+        promoted += await _record_day(connection, by_day[day], day)
+    return await mark_due(connection, promoted)
+
+
+async def _record_day(
+    connection: asyncpg.Connection, records: Sequence[AttemptRecord], day: date
+) -> list[asyncpg.Record]:
+    return await connection.fetch(
         RECORD_SQL,
         [r.delivery.id for r in records],
         [r.delivery.claim_token for r in records],
@@ -128,10 +151,10 @@ async def record(connection: asyncpg.Connection, records: Sequence[AttemptRecord
             None if r.request_headers is None else orjson.dumps(r.request_headers).decode()
             for r in records
         ],
-        created_at,
-        list(set(created_at)),
+        [r.delivery.created_at for r in records],
+        partitions.day_start(day),
+        partitions.day_start(day + timedelta(days=1)),
     )
-    return await mark_due(connection, promoted)
 
 
 def subscription_ids(records: Sequence[AttemptRecord], *, succeeded: bool) -> list[uuid.UUID]:
