@@ -267,6 +267,12 @@ class EmbeddedDatabase:
         options = f'-h "" -k {self.socket_dir}'
         await asyncio.to_thread(self._pg_ctl, "-o", options, "-l", str(self.server.log), "start")
 
+    def stop_if_running(self) -> None:
+        """A server that `start` started is not the embedded helper's to stop: it is left
+        running (seen: one per run of the restart test) unless stopped here."""
+        if (self.server.pgdata / "postmaster.pid").exists():
+            self._pg_ctl("-m", "immediate", "stop")
+
 
 @contextlib.contextmanager
 def embedded_database(data_dir: Path) -> Iterator[EmbeddedDatabase]:
@@ -278,7 +284,11 @@ def embedded_database(data_dir: Path) -> Iterator[EmbeddedDatabase]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
         with embedded_postgres(data_dir) as url:
-            yield EmbeddedDatabase(url, data_dir)
+            database = EmbeddedDatabase(url, data_dir)
+            try:
+                yield database
+            finally:
+                database.stop_if_running()
 
 
 # -- real service processes ---------------------------------------------------------------------
