@@ -193,6 +193,12 @@ class Database:
         await execute(self.dsn, "ANALYZE")
         return round(time.monotonic() - started, 2)
 
+    async def vacuum(self, table: str) -> float:
+        """VACUUM of one table; its duration in s."""
+        started = time.monotonic()
+        await execute(self.dsn, f'VACUUM "{table}"')
+        return round(time.monotonic() - started, 2)
+
     async def drop(self) -> None:
         if self.created and not self.keep:
             await execute(self.admin_dsn, f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
