@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -108,6 +109,7 @@ class Api(FreshService):
     async def start(self) -> None:
         await self.db.create()
         env = voicehooks_env(self.dsn, self.token, self.encryption_key, self.args.log_level)
+        env["VOICEHOOKS_API_PROCESSES"] = str(self.args.api_processes)
         self.tenancy = migrate_and_bootstrap(self.args.python, env)
         self.processes.spawn(
             "api", voicehooks_command(self.args.python, "api", "--port", str(self.api_port)), env
@@ -217,7 +219,7 @@ async def py_spy(args: argparse.Namespace, api: Api, phase: str, run: int) -> An
     output = directory / f"run{run}-{phase}-api.txt"
     spy = subprocess.Popen(
         [
-            *(found, "record", "--pid", str(api.pid), "--rate", "200"),
+            *(found, "record", "--pid", str(api.pid), "--subprocesses", "--rate", "200"),
             *("--nonblocking", "--format", "raw", "--output", str(output)),
         ],
         stdout=subprocess.DEVNULL,
@@ -458,7 +460,15 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
         "load_before": load_conditions(),
         "options": {
             name: getattr(args, name)
-            for name in ("runs", "duration", "warmup", "clients", "batch", "batch_concurrency")
+            for name in (
+                "runs",
+                "duration",
+                "warmup",
+                "clients",
+                "batch",
+                "batch_concurrency",
+                "api_processes",
+            )
         },
         "runs": [],
     }
@@ -475,7 +485,11 @@ def _spread(values: list[float]) -> str:
 def print_summary(results: dict[str, Any], path: Path | None) -> None:
     runs = results["runs"]
     rows = [
-        ("single events/s (32 clients)", [r["single"]["events_per_s"] for r in runs]),
+        (
+            f"single events/s ({results['options']['clients']} clients, "
+            f"{results['options']['api_processes']} api processes)",
+            [r["single"]["events_per_s"] for r in runs],
+        ),
         ("  api CPU ms per event", [r["single"]["api_cpu_ms_per_event"] or 0 for r in runs]),
         ("one-commit-per-event limit /s", [r["commit_limit"]["events_per_s"] for r in runs]),
         ("  ratio single / limit", [r["single_ratio"] for r in runs]),
@@ -537,6 +551,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=32, help="single-event clients")
     parser.add_argument("--batch", type=int, default=500, help="events per batch")
     parser.add_argument("--batch-concurrency", type=int, default=2, help="batches in flight")
+    parser.add_argument(
+        "--api-processes",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="processes of `voicehooks api` (VOICEHOOKS_API_PROCESSES; default one per core, as "
+        "a production API is run)",
+    )
     add_service_options(parser, log_level_of="the api")
     parser.add_argument(
         "--profile",

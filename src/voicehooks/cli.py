@@ -120,6 +120,8 @@ async def _run(
     api: tuple[str, int] | None,
     worker: bool,
     processes: int = 1,
+    listening: socket.socket | None = None,
+    announce: bool = True,
 ) -> None:
     from voicehooks.dispatch.worker import Dispatcher
 
@@ -140,10 +142,16 @@ async def _run(
         )
         database = _describe_database(settings)
         what = "API and dispatcher" if worker else "API"
-        server = _Server(
-            config, lambda url: _announce(f"{what} listening on {url} (database: {database})")
-        )
-        tasks.append(asyncio.create_task(server.serve()))
+        if processes > 1:
+            what = f"API in {processes} processes"
+
+        def listening_on(url: str) -> None:
+            if announce:
+                _announce(f"{what} listening on {url} (database: {database})")
+
+        server = _Server(config, listening_on)
+        sockets = None if listening is None else [listening]
+        tasks.append(asyncio.create_task(server.serve(sockets)))
     if worker:
         dispatcher = Dispatcher(settings, database_url)
         tasks.append(asyncio.create_task(dispatcher.run()))
@@ -214,11 +222,56 @@ def serve(host: Host = "127.0.0.1", port: Port = 8000) -> None:
 
 
 @app.command(epilog=f"{_DATABASE_HELP}\n\n{_INGEST_HELP}")
-def api(host: Host = "127.0.0.1", port: Port = 8000) -> None:
+def api(
+    host: Host = "127.0.0.1",
+    port: Port = 8000,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=64,
+            help="API processes sharing the port (default: VOICEHOOKS_API_PROCESSES, 1); "
+            "each uses at most one core.",
+        ),
+    ] = None,
+    listen_fd: Annotated[
+        int | None,
+        typer.Option(hidden=True, help="A listening socket inherited from the first process."),
+    ] = None,
+) -> None:
     """The HTTP API alone (run `voicehooks migrate` first)."""
     settings = _settings()
+    count = processes or settings.api_processes
     with _database(settings) as database_url:
-        _run_service(_run(settings, database_url, api=(host, port), worker=False))
+        listening = None
+        siblings: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+        if listen_fd is not None:  # a sibling: the first process announces and supervises
+            listening = socket.socket(fileno=listen_fd)
+        elif count > 1:
+            listening = _listening_socket(host, port)
+            arguments = ["api", "--listen-fd", str(listening.fileno())]
+            siblings = _siblings(
+                arguments, count - 1, settings, database_url, pass_fds=(listening.fileno(),)
+            )
+        with siblings:
+            _run_service(
+                _run(
+                    settings,
+                    database_url,
+                    api=(host, port),
+                    worker=False,
+                    processes=count,
+                    listening=listening,
+                    announce=listen_fd is None,
+                )
+            )
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """One listening socket for every API process: the kernel hands each new connection to
+    whichever process accepts first, so a busy process takes fewer."""
+    config = uvicorn.Config("voicehooks.api.app:create_app", host=host, port=port, log_config=None)
+    return config.bind_socket()
 
 
 @app.command(epilog=_DATABASE_HELP)
@@ -238,19 +291,28 @@ def worker(
     count = processes or settings.worker_processes
     with (
         _database(settings) as database_url,
-        _sibling_workers(count - 1, settings, database_url),
+        _siblings(["worker", "--processes", "1"], count - 1, settings, database_url),
     ):
         _run_service(_run(settings, database_url, api=None, worker=True, processes=count))
 
 
 @contextlib.contextmanager
-def _sibling_workers(count: int, settings: Settings, database_url: str) -> Iterator[None]:
-    """More dispatcher processes beside this one; they stop when this one stops."""
+def _siblings(
+    arguments: list[str],
+    count: int,
+    settings: Settings,
+    database_url: str,
+    pass_fds: tuple[int, ...] = (),
+) -> Iterator[None]:
+    """More processes of this command beside this one; they stop when this one stops."""
     env = {**os.environ, "VOICEHOOKS_DATABASE_URL": database_url}
     if settings.encryption_keys is not None:  # also the key file's key, in embedded mode
         env["VOICEHOOKS_ENCRYPTION_KEYS"] = settings.encryption_keys.get_secret_value()
-    command = [sys.executable, "-m", "voicehooks", "worker", "--processes", "1"]
-    siblings = [subprocess.Popen(command, env=env) for _ in range(count)]  # noqa: S603
+    command = [sys.executable, "-m", "voicehooks", *arguments]
+    siblings = [
+        subprocess.Popen(command, env=env, pass_fds=pass_fds)  # noqa: S603
+        for _ in range(count)
+    ]
     try:
         yield
     finally:

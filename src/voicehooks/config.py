@@ -46,6 +46,7 @@ class Settings(BaseSettings):
 
     # Dispatcher tuning: not in the spec's table, defaults fit a small machine.
     worker_processes: int = Field(default=1, ge=1, le=64)
+    api_processes: int = Field(default=1, ge=1, le=64)
     max_in_flight: int = Field(default=256, ge=1)
     max_in_flight_per_host: int = Field(default=64, ge=1)
     poll_interval: float = Field(default=1.0, gt=0)

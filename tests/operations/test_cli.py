@@ -9,8 +9,14 @@ import socket
 import uuid
 
 import httpx
+import psutil
 
-from tests.operations_helpers import run_voicehooks, spawn_voicehooks
+from tests.operations_helpers import (
+    run_voicehooks,
+    service_environment,
+    spawn_voicehooks,
+    wait_for_readyz,
+)
 from tests.subscriptions_helpers import assert_problem
 from tests.support import SEED_BODY, Tenant, wait_until
 
@@ -157,3 +163,41 @@ async def test_serve_with_an_embedded_postgres(tmp_path):
     assert "webhook-subscriptions" in logs  # requests are logged...
     assert printed["accessKey"] not in logs  # ...but never the access key
     assert SEED_BODY["signingKey"] not in logs  # ...nor the signing key
+
+
+async def test_api_processes_share_the_port_and_stop_together(database_url, tmp_path):
+    """`voicehooks api --processes 2`: the second process answers on the same port (here
+    while the first is frozen), and SIGTERM to the first stops both."""
+    port = _free_port()
+    env = service_environment(database_url)
+    log_path = tmp_path / "api.log"
+    with log_path.open("wb") as log:
+        first = await spawn_voicehooks(
+            env, "api", "--port", str(port), "--processes", "2", stdout=log, stderr=log
+        )
+    try:
+        leader = psutil.Process(first.pid)
+        (sibling,) = await wait_until(lambda: leader.children(), timeout=COMMAND_TIMEOUT)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            await wait_for_readyz(http, timeout=COMMAND_TIMEOUT)
+            await wait_until(
+                lambda: any(c.status == psutil.CONN_LISTEN for c in sibling.net_connections()),
+                timeout=COMMAND_TIMEOUT,
+            )
+            leader.suspend()
+            try:
+                async with httpx.AsyncClient(
+                    base_url=f"http://127.0.0.1:{port}", timeout=10
+                ) as fresh:  # a new connection: only a process that accepts can answer it
+                    assert (await fresh.get("/healthz")).json() == {"status": "ok"}
+            finally:
+                leader.resume()
+        first.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(first.wait(), 30) == 0
+        await wait_until(lambda: not sibling.is_running() or sibling.status() == "zombie")
+        announced = [line for line in log_path.read_text().splitlines() if "listening on" in line]
+        assert len(announced) == 1 and "API in 2 processes" in announced[0], announced
+    finally:
+        if first.returncode is None:
+            first.kill()
+            await first.wait()
