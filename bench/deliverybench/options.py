@@ -111,14 +111,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--no-settle",
         dest="settle",
         action="store_false",
-        help="start the latency phase without first writing the e2e phase's data to disk "
-        "(CHECKPOINT, sync)",
-    )
-    parser.add_argument(
-        "--vacuum",
-        action="store_true",
-        help="VACUUM ANALYZE the bench database between e2e and latency (what autovacuum "
-        "would have done; for servers running with autovacuum off)",
+        help="start the latency phase right after e2e, without first settling what e2e left "
+        "(VACUUM ANALYZE as autovacuum would, CHECKPOINT, sync)",
     )
     parser.add_argument(
         "--profile",
