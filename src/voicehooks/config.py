@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     public_url: str = "http://127.0.0.1:8000"
     portal_frame_ancestors: str = "'none'"
 
-    # Dispatcher tuning: not in the spec's table, defaults fit a small machine.
+    # Processes and dispatcher tuning: not in the spec's table, defaults fit a small machine.
     worker_processes: int = Field(default=1, ge=1, le=64)
     api_processes: int = Field(default=1, ge=1, le=64)
     max_in_flight: int = Field(default=256, ge=1)
