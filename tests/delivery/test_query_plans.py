@@ -17,6 +17,8 @@ import pytest
 
 from voicehooks.config import Settings
 from voicehooks.db import partitions
+from voicehooks.db.engine import SESSION_SETTINGS
+from voicehooks.db.urls import libpq_url
 from voicehooks.queue.claim import CLAIM_SQL, HISTORY_SQL, ClaimedDelivery, claim
 from voicehooks.queue.results import RECORD_SQL
 
@@ -272,6 +274,42 @@ async def test_a_claim_reads_a_few_pages_whatever_size_the_planner_believes_the_
                 costly[(tuples, pages, generic)] = (claimed, _pages(plan))
         await believed.rollback()
     assert costly == {}
+
+
+@pytest.mark.parametrize("busy_rows", [20_000, 10])
+async def test_a_claim_planned_while_the_queue_is_idle_and_vacuumed_stays_a_short_walk(
+    db: asyncpg.Connection, database_url: str, busy_rows: int
+) -> None:
+    """An idle worker claims from an empty queue, which VACUUM has just cut back to no page
+    at all after a busy spell (of 20,000 rows, or of 10). Postgres keeps the plan a prepared
+    statement settles on after five runs: made for a table of no page, where reading it whole
+    costs nothing, it read the whole 100k backlog that came next for every claimed row. The
+    service's connections plan each run for the queue as it is then."""
+    healthy, dead = await _subscriptions(db)
+    await _fill(db, healthy, "healthy.example", busy_rows)
+    await db.execute("DELETE FROM delivery_queue")
+    await db.execute("VACUUM ANALYZE delivery_queue")
+    assert await db.fetchval("SELECT pg_relation_size('delivery_queue')") == 0
+    worker = await asyncpg.connect(libpq_url(database_url), server_settings=dict(SESSION_SETTINGS))
+    try:
+        statement = await worker.prepare(CLAIM_SQL)
+        for _ in range(8):  # the idle worker's claims: more than the five Postgres looks at
+            async with worker.transaction():
+                assert await statement.fetch([], [], 64, CLAIM, 30) == []
+        await _half_and_half(db, healthy, dead)
+
+        rolled_back = worker.transaction()
+        await rolled_back.start()
+        raw = await worker.fetchval(
+            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) "
+            f"EXECUTE {statement.get_name()}('{{}}', '{{}}', 64, {CLAIM}, 30)"
+        )
+        await rolled_back.rollback()
+    finally:
+        await worker.close()
+    plan = json.loads(raw)[0]["Plan"]
+    assert plan["Actual Rows"] == CLAIM
+    _assert_reads_a_few_pages(plan)
 
 
 async def test_the_queue_keeps_no_column_statistics(db: asyncpg.Connection) -> None:

@@ -21,7 +21,7 @@ import structlog
 
 from voicehooks.config import Settings
 from voicehooks.db import partitions
-from voicehooks.db.engine import look_up_types
+from voicehooks.db.engine import SESSION_SETTINGS, look_up_types
 from voicehooks.db.outage import DRIVER_ERRORS, is_outage, outages
 from voicehooks.db.urls import libpq_url
 from voicehooks.dispatch.keys import UNDECRYPTABLE_ERROR, SigningKeys
@@ -61,9 +61,6 @@ RECONNECT_DELAY = 1.0
 # Claim loop, recorder, housekeeping and the metrics flush each hold one at a time.
 POOL_SIZE = 4
 HOT_STATEMENTS = (*claim.HOT_STATEMENTS, *results.HOT_STATEMENTS, FLUSH_STATEMENT)
-# JIT pays off for long analytical queries only; on these short statements a stale estimate
-# can make it compile for hundreds of milliseconds.
-SESSION_SETTINGS = {"jit": "off"}
 
 
 async def _keep_session(_: asyncpg.Connection) -> None:
@@ -129,7 +126,7 @@ class Dispatcher:
             max_queries=math.inf,
             init=functools.partial(look_up_types, statements=HOT_STATEMENTS),
             reset=_keep_session,
-            server_settings=SESSION_SETTINGS,
+            server_settings=dict(SESSION_SETTINGS),
         )
         await self.sender.start()
         background = [
