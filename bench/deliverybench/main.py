@@ -21,8 +21,8 @@ from deliverybench import scenarios
 from deliverybench.common import PROJECT_DIR, RESULTS_DIR, log
 from deliverybench.cpu import CpuMeter
 from deliverybench.options import parse_args
-from deliverybench.phases import e2e_phase, latency_phase, raw_phase, settle_writes
-from deliverybench.processes import Service, execute, postgres, server_settings
+from deliverybench.phases import e2e_phase, latency_phase, raw_phase, settle
+from deliverybench.processes import Service, postgres, server_settings
 from deliverybench.profiling import Profiler, no_profile
 from deliverybench.receiver import Receiver
 from deliverybench.report import exit_status, print_issue_table, print_summary, verdict
@@ -126,15 +126,10 @@ async def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
             results["e2e"] = await profiled("e2e", e2e_phase(args, service, receiver, meter))
             log(f"e2e: {results['e2e']['deliveries_per_s']} deliveries/s")
             if args.settle and "latency" in phases:
-                # Latency is that of a steady 100 events/s, not of the burst's aftermath:
-                # autovacuum cleaning up 20k deliveries right after the checkpoint below writes
-                # a full-page image of every page it touches, and commits then wait for those
-                # WAL flushes (measured: ingest ack p99 167 ms in the run that overlapped, 12-15
-                # ms in runs that did not or that vacuumed first).
-                started = time.monotonic()
-                await execute(service.dsn, "VACUUM ANALYZE", timeout=120)
-                results["vacuum_s"] = round(time.monotonic() - started, 2)
-                results["settle_s"] = await settle_writes(service.dsn)
+                # Latency is that of a steady 100 events/s, not of the burst's aftermath
+                # (measured: ingest ack p99 167 ms in a run where autovacuum of the burst
+                # overlapped it, 12-15 ms in runs where it did not or that vacuumed first).
+                results.update(await settle(service.dsn, analyze=True))
                 log(
                     f"settle: e2e's rows vacuumed in {results['vacuum_s']} s (as autovacuum "
                     f"would), its writes on disk after {results['settle_s']} s"

@@ -24,6 +24,7 @@ import asyncpg
 from deliverybench.activity import sampled
 from deliverybench.common import log, percentile
 from deliverybench.cpu import CpuMeter
+from deliverybench.processes import execute
 from deliverybench.receiver import Receiver, receiver_reset, receiver_stats
 from deliverybench.traffic import (
     BATCH_SIZE,
@@ -219,9 +220,9 @@ def _dirty_kib() -> int:
 
 
 async def settle_writes(dsn: str, bound: float = 60.0) -> float:
-    """Write the e2e phase's data out before latency is measured: a checkpoint, then the
-    kernel's dirty pages. Otherwise the kernel flushes them about 30 s later, in the middle of
-    the latency phase, and every commit that waits for the WAL waits behind that flush."""
+    """Write what the database holds in memory out: a checkpoint, then the kernel's dirty
+    pages. Otherwise the kernel flushes them about 30 s later, in the middle of the next
+    phase, and every commit that waits for the WAL waits behind that flush."""
     started = time.monotonic()
     conn = await asyncpg.connect(dsn, timeout=10)
     try:
@@ -232,6 +233,21 @@ async def settle_writes(dsn: str, bound: float = 60.0) -> float:
     while _dirty_kib() > 16 * 1024 and time.monotonic() - started < bound:
         await asyncio.sleep(0.2)
     return round(time.monotonic() - started, 2)
+
+
+async def settle(dsn: str, *, analyze: bool) -> dict[str, float]:
+    """What an idle service's database does within a minute or two after a burst, done now so
+    that it does not overlap the next measurement: autovacuum cleans up the burst (VACUUM of
+    the whole database, with ANALYZE when `analyze`), the checkpointer and the kernel write
+    it out (`settle_writes`). A comparison settles before each of its measurements, so that
+    the two sides differ in what the row is about only, not in whether autovacuum of the
+    previous burst happened to overlap them (it overlaps a 7 s phase or not by chance: a
+    VACUUM of 20k deliveries right after a checkpoint writes a full-page image of every page
+    it touches, and commits wait behind those WAL flushes)."""
+    started = time.monotonic()
+    await execute(dsn, "VACUUM ANALYZE" if analyze else "VACUUM", timeout=120)
+    vacuum_s = round(time.monotonic() - started, 2)
+    return {"vacuum_s": vacuum_s, "settle_s": await settle_writes(dsn)}
 
 
 async def latency_phase(

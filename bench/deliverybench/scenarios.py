@@ -14,7 +14,7 @@ import aiohttp
 
 from deliverybench.common import log
 from deliverybench.cpu import CpuMeter
-from deliverybench.phases import e2e_phase, settle_writes
+from deliverybench.phases import e2e_phase, settle
 from deliverybench.processes import PeerService, Service, wait_idle
 from deliverybench.receiver import DeadHost, Receiver
 from deliverybench.traffic import e2e_batches
@@ -71,6 +71,21 @@ async def warm_up(
     await wait_idle(service)
 
 
+async def _settle(
+    args: argparse.Namespace, service: Any, before: str, *, analyze: bool
+) -> dict[str, float]:
+    """`settle` before the measurement `before` (unless `--no-settle`); what it took."""
+    if not args.settle:
+        return {}
+    await wait_idle(service)
+    settled = await settle(service.dsn, analyze=analyze)
+    log(
+        f"{before}: settled first (VACUUM {settled['vacuum_s']} s,"
+        f" on disk after {settled['settle_s']} s)"
+    )
+    return settled
+
+
 async def analyze_chain(
     args: argparse.Namespace,
     phases: set[str],
@@ -91,6 +106,7 @@ async def analyze_chain(
         await asyncio.sleep(1)  # let the worker's first housekeeping pass go by
         if "analyze-idle" in phases:
             log("analyze-idle: e2e before any ANALYZE")
+            await _settle(args, service, "e2e_before_analyze", analyze=False)
             results["e2e_before_analyze"] = await e2e_phase(
                 args, service, receiver, meter, name="e2e_before_analyze"
             )
@@ -99,13 +115,16 @@ async def analyze_chain(
         idle_after = await wait_idle(service)
         if idle_after is None:
             raise RuntimeError("the service still had deliveries pending after 60 s")
+        # The previous e2e cleaned up (a VACUUM without ANALYZE: it leaves the statistics),
+        # then the statistics of an idle service, then its writes put on disk.
+        settled = await _settle(args, service, "e2e_after_analyze", analyze=False)
         analyze_s = await service.db.analyze()
         log(f"analyze-idle: ANALYZE with nothing pending took {analyze_s} s")
         await asyncio.sleep(1)
         results["e2e_after_analyze"] = await e2e_phase(
             args, service, receiver, meter, name="e2e_after_analyze"
         )
-        results["e2e_after_analyze"]["analyze_s"] = analyze_s
+        results["e2e_after_analyze"].update(settled, analyze_s=analyze_s)
         if "analyze-idle" in phases:
             results["analyze_idle"] = {
                 "before": _rate(results["e2e_before_analyze"]),
@@ -139,29 +158,22 @@ async def many_subscriptions(
     )
     inserted = int(status.split()[-1])  # "INSERT 0 <rows>"
     inserted_s = round(time.monotonic() - started, 2)
-    # Vacuumed as autovacuum does after a bulk insert, before the measurement: otherwise it
-    # does so during it (seen in every run, beside the e2e's own tables), and the e2e
-    # competes with a vacuum of 100k fresh rows, not with 100k subscriptions.
-    vacuum_s = await service.db.vacuum("subscriptions")
-    analyze_s = await service.db.analyze()
+    # Settled as the baseline was, and the statistics refreshed: vacuumed as autovacuum does
+    # after a bulk insert (otherwise it does so during the measurement, seen in every run,
+    # and the e2e competes with a vacuum of 100k fresh rows, not with 100k subscriptions),
+    # the insert's writes on disk (one run without that had its processes waiting, 1,344.5
+    # deliveries/s with the machine 47 % busy).
+    settled = await _settle(args, service, "e2e_many_subscriptions", analyze=True)
+    if not args.settle:
+        await service.db.vacuum("subscriptions")
+        await service.db.analyze()
     log(
         f"many-subscriptions: {inserted} subscriptions in {workspaces} other workspaces"
-        f" ({inserted_s} s), VACUUM {vacuum_s} s, ANALYZE {analyze_s} s"
+        f" ({inserted_s} s), vacuumed and analyzed"
     )
-    # The insert's own writes reach the disk now, not in the middle of the phase: what is
-    # compared is matching and claiming beside 100k subscriptions, not writing them out (the
-    # same reason as before the latency phase; one run without it had its processes waiting,
-    # 1,344.5 deliveries/s with the machine 47 % busy).
-    settle_s = await settle_writes(service.dsn) if args.settle else None
     await asyncio.sleep(1)
     figures = await e2e_phase(args, service, receiver, meter, name="e2e_many_subscriptions")
-    figures.update(
-        other_subscriptions=inserted,
-        insert_s=inserted_s,
-        vacuum_s=vacuum_s,
-        analyze_s=analyze_s,
-        settle_s=settle_s,
-    )
+    figures.update(settled, other_subscriptions=inserted, insert_s=inserted_s)
     results["e2e_many_subscriptions"] = figures
     results["many_subscriptions"] = {
         "without": _rate(results["e2e_after_analyze"]),
@@ -254,11 +266,12 @@ async def pgqueuer_peer(
         meter.procs.update(peer.pids())
         meter.database = peer.database
         await warm_up(args, peer, receiver, meter)
+        settled = await _settle(args, peer, "e2e_pgqueuer", analyze=False)
         analyze_s = await peer.db.analyze()
         await asyncio.sleep(1)
         log("pgqueuer: e2e of the plain pgqueuer + aiohttp peer")
         figures = await e2e_phase(args, peer, receiver, meter, name="e2e_pgqueuer")
-        figures["analyze_s"] = analyze_s
+        figures.update(settled, analyze_s=analyze_s)
         results["e2e_pgqueuer"] = figures
         voicehooks = _rate(results.get("e2e_after_analyze", {}))
         results["pgqueuer"] = {
