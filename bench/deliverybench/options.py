@@ -105,14 +105,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[],
         metavar="NAME=VALUE",
         help="ALTER DATABASE <bench db> SET NAME = VALUE before the service connects "
-        "(repeatable; e.g. plan_cache_mode=force_custom_plan, jit=off)",
+        "(repeatable; e.g. random_page_cost=1.1, jit=off)",
     )
     parser.add_argument(
         "--no-settle",
         dest="settle",
         action="store_false",
-        help="start the latency phase right after e2e, without first settling what e2e left "
-        "(VACUUM ANALYZE as autovacuum would, CHECKPOINT, sync)",
+        help="start each measured e2e and the latency phase right after what came before, "
+        "without first settling the previous burst (VACUUM as autovacuum would, CHECKPOINT, "
+        "sync)",
     )
     parser.add_argument(
         "--profile",
