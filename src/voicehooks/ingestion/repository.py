@@ -10,7 +10,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from voicehooks.db.engine import session_driver_connection
 from voicehooks.queue import enqueue
-from voicehooks.queue.wakeup import wake_dispatchers
 
 
 @dataclass(frozen=True)
@@ -133,9 +132,10 @@ STORE_SQL = f"""
         JOIN e ON e.position = d.event_position
         JOIN stored ON stored.id = e.id
     ), {enqueue.DELIVER}
-    -- Two arrays in one row: cheaper to decode than a row per event.
+    -- Two arrays in one row: cheaper to decode than a row per event. (And DELIVER's wake-up.)
     SELECT array_agg(e.id ORDER BY e.position),
-           array_agg(e.id IN (SELECT id FROM stored) ORDER BY e.position)
+           array_agg(e.id IN (SELECT id FROM stored) ORDER BY e.position),
+           (SELECT count(*) FROM woken)
     FROM e
 """  # noqa: S608 -- composed of constants
 
@@ -158,8 +158,8 @@ HOT_STATEMENTS = (
 
 
 class IngestionRepository:
-    """Runs on asyncpg directly, ingestion being the API's hot path: on a connection whose
-    transaction the caller runs (the ingest writer's), or on the one under a session."""
+    """Runs on asyncpg directly, ingestion being the API's hot path: on a connection of the
+    ingest writer's (each statement commits on its own), or on the one under a session."""
 
     def __init__(self, on: AsyncSession | asyncpg.Connection) -> None:
         self._on = on
@@ -201,12 +201,10 @@ class IngestionRepository:
         self, events: "EventColumns", deliveries: "DeliveryColumns"
     ) -> tuple[list[uuid.UUID], list[bool]]:
         """Insert the events whose client id is new and the deliveries of those (STORE_SQL);
-        the events' ids and whether each was stored, in order. Wakes the dispatchers on
-        commit when a stored event has deliveries."""
+        the events' ids and whether each was stored, in order. One statement: atomic by
+        itself, in a transaction of the caller's or none. The dispatchers wake on commit."""
         connection = await self.connection()
-        ids, stored = await connection.fetchrow(STORE_SQL, *events, *deliveries)
-        if any(stored[position - 1] for position in deliveries[0]):
-            await wake_dispatchers(connection)
+        ids, stored, _ = await connection.fetchrow(STORE_SQL, *events, *deliveries)
         return ids, stored
 
     async def stored_events(

@@ -159,8 +159,9 @@ async def store(
     repository: IngestionRepository, events: Sequence[EventIn], facts: Sequence[CallFacts]
 ) -> list[IngestResult]:
     """Store validated events (`validate_events`) and one delivery per matching subscription,
-    in the caller's transaction; one result per event, in order. The events may come from
-    several requests (the ingest writer's shared transaction): each statement covers them all.
+    in one statement (in the caller's transaction, if any); one result per event, in order.
+    The events may come from several requests (the ingest writer's shared commit): each
+    statement covers them all. Matching and the look-up of earlier duplicates only read.
     """
     items = _items(events)
     fresh = [(item, fact) for item, fact in zip(items, facts, strict=True) if item.repeats is None]
