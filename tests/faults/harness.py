@@ -576,9 +576,11 @@ class Ingestor:
             async with self._session.post(
                 self.base_url + path, json=body, headers=INGEST_HEADERS
             ) as response:
+                # An answer counts once it arrived whole: a process killed between writing
+                # the status line and the body leaves the client with a cut response.
+                text = await response.text()
                 answer.status = response.status
                 answer.headers = dict(response.headers)
-                text = await response.text()
                 with contextlib.suppress(ValueError):
                     answer.body = json.loads(text)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:

@@ -4,7 +4,7 @@ follows from it (auto-disabled subscriptions stop their pending work), committed
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import asyncpg
 
@@ -20,10 +20,7 @@ async def record_batch(
 ) -> tuple[list[tuple[uuid.UUID, str]], int]:
     """Returns the subscriptions it made inactive, with the reason ("failing" or "gone"), and
     how many waiting deliveries it queued because the one before them in their call ended."""
-    async with connection.transaction():
-        # Losing this commit in a database crash only means the deliveries are sent again
-        # after their lease (at least once still holds), so it need not wait for the WAL flush.
-        await connection.execute("SET LOCAL synchronous_commit TO off")
+    async with _unflushed_transaction(connection):
         # Subscriptions first, then deliveries: the order in which PATCH and DELETE lock them.
         await health.mark_healthy(connection, results.subscription_ids(records, succeeded=True))
         disabled = [
@@ -41,6 +38,25 @@ async def record_batch(
             # Every worker (this one too, on the echo) drops what it holds of them.
             await requeue.stop(connection, [sid for sid, _ in disabled], INACTIVE_ERROR)
     return disabled, queued
+
+
+@contextlib.asynccontextmanager
+async def _unflushed_transaction(connection: asyncpg.Connection) -> AsyncIterator[None]:
+    """A transaction whose commit does not wait for the WAL flush: losing it in a database
+    crash only means its deliveries are sent again after their lease (at least once still
+    holds). Begun with that setting in one round trip (asyncpg's `transaction()` and a
+    `SET LOCAL` are two); at a quiet moment each round trip is a wake-up of two processes."""
+    await connection.execute("BEGIN; SET LOCAL synchronous_commit TO off")
+    try:
+        yield
+    except BaseException:
+        try:
+            await connection.execute("ROLLBACK")
+        except BaseException:
+            # Left in the failed transaction, it must not serve anyone else.
+            connection.terminate()
+        raise
+    await connection.execute("COMMIT")
 
 
 ConnectionSource = Callable[[], contextlib.AbstractAsyncContextManager[asyncpg.Connection]]
