@@ -430,3 +430,27 @@ async def test_a_hex_spelled_host_is_accepted_and_delivered_to(
     await create_subscription(client, tenant, url=f"http://0x7f.0.0.1:{port}/hook")
     await ingest(client, call_event(tenant.workspace_id))
     await wait_until(lambda: receiver.requests, timeout=10)
+
+
+# -- waking an idle dispatcher ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("writer", ["ingestion", "test event"])
+async def test_a_new_delivery_wakes_an_idle_dispatcher_long_before_its_next_poll(
+    client, tenant, receiver, database_url, writer
+):
+    # Polling once a minute: only the wake-up that the writer's statement sends on commit can
+    # bring the second delivery within the bound.
+    sub = await create_subscription(client, tenant, url=f"{receiver.url}/woken")
+    async with running_dispatcher(database_url, poll_interval=60.0):
+        await ingest(client, call_event(tenant.workspace_id, call_id="before"))
+        await wait_until(lambda: len(receiver.to("/woken")) == 1, timeout=10)
+        # Idle now: its last claim found nothing more, and the next poll is a minute away.
+        if writer == "ingestion":
+            await ingest(client, call_event(tenant.workspace_id, call_id="after"))
+        else:
+            response = await client.post(
+                f"{tenant.subscription(sub['id'])}/test", headers=tenant.headers
+            )
+            assert response.status_code == 202, response.text
+        await wait_until(lambda: len(receiver.to("/woken")) == 2, timeout=5)

@@ -45,7 +45,7 @@ async def _unflushed_transaction(connection: asyncpg.Connection) -> AsyncIterato
     """A transaction whose commit does not wait for the WAL flush: losing it in a database
     crash only means its deliveries are sent again after their lease (at least once still
     holds). Begun with that setting in one round trip (asyncpg's `transaction()` and a
-    `SET LOCAL` are two); at a quiet moment each round trip is a wake-up of two processes."""
+    `SET LOCAL` are two)."""
     await connection.execute("BEGIN; SET LOCAL synchronous_commit TO off")
     try:
         yield

@@ -5,8 +5,8 @@ event. Here each request, validated on its own, hands its events to the writer a
 future; the writer stores the events of every request that arrived meanwhile with the
 set-based statements of `service.store`, and resolves each future after the commit. The
 events and their deliveries are written by one statement, so that statement is the
-transaction: no BEGIN, COMMIT or NOTIFY round trips of their own (at a quiet moment, each
-round trip is a wake-up of two processes, the better part of an event's cost). So a 202
+transaction: no BEGIN, COMMIT or NOTIFY round trips of their own (two statements per
+shared commit instead of five). So a 202
 still means "committed, with its deliveries", and a request's items stay together (a batch
 request is all-or-nothing, as before).
 """

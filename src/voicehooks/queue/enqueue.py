@@ -29,9 +29,9 @@ class NewDelivery:
 # transaction's); all are later than any delivery already stored.
 #
 # The dispatchers are woken (on commit) by the statement itself when a new delivery is due,
-# not by a NOTIFY of its own: at a quiet moment each round trip is a wake-up of two
-# processes, the better part of an event's cost. Its CTE `woken` does it, and runs only if
-# read: the statement's final SELECT reads it (`SELECT count(*) FROM woken`).
+# not by a NOTIFY of its own: one round trip fewer, and a writer whose statement is its
+# whole transaction needs no BEGIN and COMMIT either. Its CTE `woken` does it, and runs only
+# if read: the statement's final SELECT reads it (`SELECT count(*) FROM woken`).
 DELIVER = f"""
     live AS (
         SELECT id, target_host FROM subscriptions
