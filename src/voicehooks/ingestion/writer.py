@@ -6,9 +6,8 @@ future; the writer stores the events of every request that arrived meanwhile wit
 set-based statements of `service.store`, and resolves each future after the commit. The
 events and their deliveries are written by one statement, so that statement is the
 transaction: no BEGIN, COMMIT or NOTIFY round trips of their own (two statements per
-shared commit instead of five). So a 202
-still means "committed, with its deliveries", and a request's items stay together (a batch
-request is all-or-nothing, as before).
+shared commit instead of five). So a 202 still means "committed, with its deliveries", and a
+request's items stay together (a batch request is all-or-nothing, as before).
 """
 
 import asyncio
