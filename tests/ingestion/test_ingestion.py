@@ -279,6 +279,9 @@ async def test_extra_payload_fields_are_delivered_as_given(client, tenant, recei
         callerName="Zoë Ünal ☎",
         legs=[{"id": "leg-1", "cost": 0.0125, "tags": None}],
         duration=0,
+        # Beyond 64 bits, and a float a shorter rendering would write as 1e16.
+        sequence=2**70,
+        rate=1e16,
         recorded=False,
         zzz="last",
         aaa="after zzz",
@@ -315,6 +318,24 @@ async def test_text_that_cannot_be_stored_is_422_not_5xx(client, tenant, db, fra
         )
         assert response.status_code == 422, response.text
         assert (f"events[0].{field}" if batch else field) in problem_fields(response)
+    assert await count(db, "SELECT count(*) FROM events") == 0
+
+
+@pytest.mark.parametrize("number", ["NaN", "-Infinity", "1e999"])
+async def test_numbers_json_cannot_carry_are_422_not_5xx(client, tenant, db, number):
+    """Python's JSON parser reads these; a receiver's could not."""
+    await create_subscription(client, tenant)
+    for batch in (False, True):
+        item = json.dumps(call_event(tenant.workspace_id)).replace(
+            '"payload": {', f'"payload": {{"level": {number}, ', 1
+        )
+        response = await client.post(
+            BATCH if batch else EVENTS,
+            content=('{"events": [' + item + "]}" if batch else item).encode(),
+            headers={**INGEST_HEADERS, "content-type": "application/json"},
+        )
+        assert response.status_code == 422, response.text
+        assert problem_fields(response) == ["events[0].payload" if batch else "payload"]
     assert await count(db, "SELECT count(*) FROM events") == 0
 
 

@@ -3,8 +3,9 @@
 import hmac
 from typing import Annotated
 
+import orjson
 import structlog
-from fastapi import APIRouter, Body, Depends, Request, Security, status
+from fastapi import APIRouter, Body, Depends, Request, Response, Security, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from voicehooks.ingestion import service
@@ -52,6 +53,18 @@ def _writer(request: Request) -> IngestWriter:
     return writer
 
 
+def _accepted(results: dict[str, object]) -> Response:
+    """The 202, rendered by orjson from the service's results. Returned as a model, FastAPI
+    would validate it again, turn it into plain data and json.dumps that: per event, three
+    times the work of building and rendering it here (`response_model` still documents it).
+    Ids come from asyncpg as its own UUID type, which orjson hands to `str`."""
+    return Response(
+        orjson.dumps(results, default=str),
+        status.HTTP_202_ACCEPTED,
+        media_type="application/json",
+    )
+
+
 router = APIRouter(
     prefix="/internal/v1",
     tags=["ingestion"],
@@ -74,7 +87,7 @@ async def ingest_event(
         Body(openapi_examples={"ringing": {"summary": "A call rings", "value": EVENT_EXAMPLE}}),
     ],
     request: Request,
-) -> IngestResult:
+) -> Response:
     """Store the event and one delivery per matching subscription, in one commit, before
     answering 202. A repeated `id` in the workspace answers the original result with
     `duplicate: true`."""
@@ -83,7 +96,7 @@ async def ingest_event(
     structlog.contextvars.bind_contextvars(
         workspace_id=str(body.workspace_id), event_id=str(result.id)
     )
-    return result
+    return _accepted(result._asdict())
 
 
 @router.post(
@@ -115,7 +128,7 @@ async def ingest_batch(
         ),
     ],
     request: Request,
-) -> BatchResult:
+) -> Response:
     """As one event each, in one commit: one result per item, in order; an invalid item
     fails the whole batch (422, `errors[].field` names its index)."""
     facts = service.validate_events(body.events, batch=True)
@@ -124,4 +137,4 @@ async def ingest_batch(
         workspace_ids=sorted({str(item.workspace_id) for item in body.events}),
         event_ids=[str(result.id) for result in results],
     )
-    return BatchResult(results=results)
+    return _accepted({"results": [result._asdict() for result in results]})

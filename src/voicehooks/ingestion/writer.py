@@ -20,8 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from voicehooks.db.engine import pooled_driver
 from voicehooks.db.outage import is_outage, outages
 from voicehooks.ingestion.repository import IngestionRepository
-from voicehooks.ingestion.schemas import EventIn, IngestResult
-from voicehooks.ingestion.service import CallFacts, store
+from voicehooks.ingestion.schemas import EventIn
+from voicehooks.ingestion.service import Accepted, CallFacts, store
 
 # A flush waits this long for more requests when a transaction is running and the other
 # slot is free: under load the buffer fills while earlier transactions run. A request that
@@ -44,7 +44,7 @@ MAX_WRITES = 2
 class _Request:
     events: Sequence[EventIn]
     facts: Sequence[CallFacts]
-    answer: asyncio.Future[list[IngestResult]] = field(
+    answer: asyncio.Future[list[Accepted]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
 
@@ -57,9 +57,7 @@ class IngestWriter:
         self._timer: asyncio.TimerHandle | None = None
         self._writes: set[asyncio.Task[None]] = set()
 
-    async def write(
-        self, events: Sequence[EventIn], facts: Sequence[CallFacts]
-    ) -> list[IngestResult]:
+    async def write(self, events: Sequence[EventIn], facts: Sequence[CallFacts]) -> list[Accepted]:
         """Store the (validated) events of one request; their results, in order, once
         committed. Raises what the database raised: an outage fails every request of the
         transaction alike."""
