@@ -248,10 +248,11 @@ def api(
         if listen_fd is not None:  # a sibling: the first process announces and supervises
             listening = socket.socket(fileno=listen_fd)
         elif count > 1:
-            listening = _listening_socket(host, port)
-            arguments = ["api", "--listen-fd", str(listening.fileno())]
+            listening, *others = _listening_sockets(host, port, count)
             siblings = _siblings(
-                arguments, count - 1, settings, database_url, pass_fds=(listening.fileno(),)
+                [(["api", "--listen-fd", str(other.fileno())], other) for other in others],
+                settings,
+                database_url,
             )
         with siblings:
             _run_service(
@@ -267,11 +268,28 @@ def api(
             )
 
 
-def _listening_socket(host: str, port: int) -> socket.socket:
-    """One listening socket for every API process: the kernel hands each new connection to
-    whichever process accepts first, so a busy process takes fewer."""
-    config = uvicorn.Config("voicehooks.api.app:create_app", host=host, port=port, log_config=None)
-    return config.bind_socket()
+def _listening_sockets(host: str, port: int, count: int) -> list[socket.socket]:
+    """A listening socket per API process, all on one port (SO_REUSEPORT), so that the kernel
+    spreads new connections across the processes evenly. With one shared socket, whichever
+    process woke first accepted every connection waiting: clients that open their keep-alive
+    connections together (as the voice platform's senders and the benchmark do) all landed
+    on one process, which served 98 % of the requests of two (py-spy's samples per process
+    in `bench/ingestion.py --profile`). The price: a connection the kernel gives a stalled
+    process waits for it; a process that exits closes its socket, which takes it out."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sockets = []
+    for _ in range(count):
+        listening = socket.socket(family, kind, proto)
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        listening.bind(address)
+        # Listening before the siblings start: what the kernel gives one waits in its queue.
+        listening.listen(2048)
+        address = listening.getsockname()  # port 0: the others take the port it was given
+        sockets.append(listening)
+    return sockets
 
 
 @app.command(epilog=_DATABASE_HELP)
@@ -291,28 +309,29 @@ def worker(
     count = processes or settings.worker_processes
     with (
         _database(settings) as database_url,
-        _siblings(["worker", "--processes", "1"], count - 1, settings, database_url),
+        _siblings([(["worker", "--processes", "1"], None)] * (count - 1), settings, database_url),
     ):
         _run_service(_run(settings, database_url, api=None, worker=True, processes=count))
 
 
 @contextlib.contextmanager
 def _siblings(
-    arguments: list[str],
-    count: int,
+    commands: list[tuple[list[str], socket.socket | None]],
     settings: Settings,
     database_url: str,
-    pass_fds: tuple[int, ...] = (),
 ) -> Iterator[None]:
-    """More processes of this command beside this one; they stop when this one stops."""
+    """More processes of this command beside this one, each with its arguments and the
+    socket it inherits, if any (closed here once passed on); they stop when this one stops."""
     env = {**os.environ, "VOICEHOOKS_DATABASE_URL": database_url}
     if settings.encryption_keys is not None:  # also the key file's key, in embedded mode
         env["VOICEHOOKS_ENCRYPTION_KEYS"] = settings.encryption_keys.get_secret_value()
-    command = [sys.executable, "-m", "voicehooks", *arguments]
-    siblings = [
-        subprocess.Popen(command, env=env, pass_fds=pass_fds)  # noqa: S603
-        for _ in range(count)
-    ]
+    siblings = []
+    for arguments, inherited in commands:
+        command = [sys.executable, "-m", "voicehooks", *arguments]
+        fds = () if inherited is None else (inherited.fileno(),)
+        siblings.append(subprocess.Popen(command, env=env, pass_fds=fds))  # noqa: S603
+        if inherited is not None:
+            inherited.close()
     try:
         yield
     finally:
