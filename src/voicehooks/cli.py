@@ -122,6 +122,7 @@ async def _run(
     processes: int = 1,
     listening: socket.socket | None = None,
     announce: bool = True,
+    parent: int | None = None,
 ) -> None:
     from voicehooks.dispatch.worker import Dispatcher
 
@@ -171,12 +172,34 @@ async def _run(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop)
+    if parent is not None:
+        watch = asyncio.create_task(_stop_when_gone(parent, stop))
     done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     stop()  # one part ending (or failing) ends the process
+    if parent is not None:
+        watch.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     for task in done:
         if task.exception() is not None:
             raise task.exception()  # type: ignore[misc]
+
+
+# A sibling process's first process, which it stops with (hidden: `_siblings` passes it).
+_SiblingOf = Annotated[
+    int | None, typer.Option(hidden=True, help="The process this one was started beside.")
+]
+PARENT_CHECK_SECONDS = 0.5
+
+
+async def _stop_when_gone(parent: int, stop: Callable[[], None]) -> None:
+    """Stop once the first process is gone. It stops its siblings when it stops, but not when
+    it is killed (kill -9, the OOM killer): an orphaned API process would go on serving its
+    share of the port with the old code and settings beside a restarted one, an orphaned
+    dispatcher would hold its in-flight slots. The parent is polled, as no signal reaches a
+    process when its parent dies unless it asked the kernel for one (Linux only)."""
+    while os.getppid() == parent:  # noqa: ASYNC110 - nothing to wait on but the pid
+        await asyncio.sleep(PARENT_CHECK_SECONDS)
+    stop()
 
 
 def _run_service(main: Coroutine[Any, Any, None]) -> None:
@@ -238,6 +261,7 @@ def api(
         int | None,
         typer.Option(hidden=True, help="A listening socket inherited from the first process."),
     ] = None,
+    sibling_of: _SiblingOf = None,
 ) -> None:
     """The HTTP API alone (run `voicehooks migrate` first)."""
     settings = _settings()
@@ -264,6 +288,7 @@ def api(
                     processes=count,
                     listening=listening,
                     announce=listen_fd is None,
+                    parent=sibling_of,
                 )
             )
 
@@ -303,6 +328,7 @@ def worker(
             "each uses at most one core.",
         ),
     ] = None,
+    sibling_of: _SiblingOf = None,
 ) -> None:
     """The dispatcher alone: claims, sends and records deliveries."""
     settings = _settings()
@@ -311,7 +337,9 @@ def worker(
         _database(settings) as database_url,
         _siblings([(["worker", "--processes", "1"], None)] * (count - 1), settings, database_url),
     ):
-        _run_service(_run(settings, database_url, api=None, worker=True, processes=count))
+        _run_service(
+            _run(settings, database_url, api=None, worker=True, processes=count, parent=sibling_of)
+        )
 
 
 @contextlib.contextmanager
@@ -327,7 +355,7 @@ def _siblings(
         env["VOICEHOOKS_ENCRYPTION_KEYS"] = settings.encryption_keys.get_secret_value()
     siblings = []
     for arguments, inherited in commands:
-        command = [sys.executable, "-m", "voicehooks", *arguments]
+        command = [sys.executable, "-m", "voicehooks", *arguments, "--sibling-of", str(os.getpid())]
         fds = () if inherited is None else (inherited.fileno(),)
         siblings.append(subprocess.Popen(command, env=env, pass_fds=fds))  # noqa: S603
         if inherited is not None:

@@ -10,6 +10,7 @@ import uuid
 
 import httpx
 import psutil
+import pytest
 
 from tests.operations_helpers import (
     run_voicehooks,
@@ -209,3 +210,39 @@ async def test_api_processes_share_the_port_and_stop_together(database_url, tmp_
         if first.returncode is None:
             first.kill()
             await first.wait()
+
+
+def _gone(process: psutil.Process) -> bool:
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+@pytest.mark.parametrize("command", ["api", "worker"])
+async def test_siblings_stop_when_the_first_process_is_killed(database_url, tmp_path, command):
+    """kill -9 of the first process, which then cannot stop the others: they stop by
+    themselves, rather than serve on beside a restarted service."""
+    port = _free_port()
+    env = service_environment(database_url)
+    arguments = ["api", "--port", str(port)] if command == "api" else ["worker"]
+    with (tmp_path / "service.log").open("wb") as log:
+        first = await spawn_voicehooks(env, *arguments, "--processes", "2", stdout=log, stderr=log)
+    sibling = None
+    try:
+        leader = psutil.Process(first.pid)
+        (sibling,) = await wait_until(lambda: leader.children(), timeout=COMMAND_TIMEOUT)
+        # Up and running: listening (the API), connected to the database (both).
+        await wait_until(
+            lambda: any(c.status == psutil.CONN_ESTABLISHED for c in sibling.net_connections()),
+            timeout=COMMAND_TIMEOUT,
+        )
+        first.kill()
+        await first.wait()
+        await wait_until(lambda: _gone(sibling), timeout=30)
+    finally:
+        if first.returncode is None:
+            first.kill()
+            await first.wait()
+        if sibling is not None and not _gone(sibling):
+            sibling.kill()
