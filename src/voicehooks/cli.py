@@ -301,12 +301,13 @@ def _listening_sockets(host: str, port: int, count: int) -> list[socket.socket]:
     on one process, which served 98 % of the requests of two (py-spy's samples per process
     in `bench/ingestion.py --profile`). The price: a connection the kernel gives a stalled
     process waits for it; a process that exits closes its socket, which takes it out."""
-    family, kind, proto, _, address = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
+    # The address as uvicorn binds one process's (an IPv6 literal, else IPv4): `localhost`
+    # stays 127.0.0.1 whatever order the resolver gives its addresses in.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    address: tuple[Any, ...] = (host, port)
     sockets = []
     for _ in range(count):
-        listening = socket.socket(family, kind, proto)
+        listening = socket.socket(family, socket.SOCK_STREAM)
         listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         listening.bind(address)

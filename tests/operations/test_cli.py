@@ -203,7 +203,7 @@ async def test_api_processes_share_the_port_and_stop_together(database_url, tmp_
                 await client.aclose()
         first.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(first.wait(), 30) == 0
-        await wait_until(lambda: not sibling.is_running() or sibling.status() == "zombie")
+        await wait_until(lambda: _gone(sibling))
         announced = [line for line in log_path.read_text().splitlines() if "listening on" in line]
         assert len(announced) == 1 and "API in 2 processes" in announced[0], announced
     finally:
